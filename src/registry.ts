@@ -1,0 +1,145 @@
+// Who receives the relay's signals. Lives on the main thread, where FUSE writes
+// arrive; every registrant is held by a pidfd so that a recycled PID can never
+// inherit a registration. The fan-out (the relay's worker) gets its own dup of
+// each pidfd and is told of every change before the write that made it returns.
+import { readFileSync } from 'node:fs';
+import { RelayError } from './errors.js';
+import type { ProcessCommand } from './control/grammar.js';
+import { close, dupCloexec, Errno, pidfdExited, pidfdOpen, SyscallError } from './kernel/syscalls.js';
+
+export interface Registrant {
+  readonly id: number;
+  readonly pid: number;
+  readonly pidfd: number;
+}
+
+/** What the registry tells the fan-out. `add` hands over ownership of `pidfd`. */
+export interface RegistryListener {
+  added(id: number, pid: number, pidfd: number): void;
+  removed(id: number): void;
+}
+
+const PF_KTHREAD = 0x00200000;
+
+/** Kernel threads cannot take signals from us and must never be registered. */
+export function isKernelThread(pid: number): boolean {
+  let stat: string;
+  try {
+    // procfs, not our own mount: a synchronous read here cannot deadlock FUSE.
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return false; // gone already: the pidfd will report its exit
+  }
+  // comm may hold spaces and parentheses: fields start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const flags = Number(fields[6]);
+  return Number.isFinite(flags) && (flags & PF_KTHREAD) !== 0;
+}
+
+export type RegistryCounters = { pruned: number };
+
+export class Registry {
+  private readonly byPid = new Map<number, Registrant>();
+  private nextId = 1;
+  readonly counters: RegistryCounters = { pruned: 0 };
+
+  constructor(
+    private readonly listener: RegistryListener,
+    private readonly selfPid: number = process.pid,
+  ) {}
+
+  /** Registered PIDs in registration order. */
+  pids(): number[] {
+    return [...this.byPid.keys()];
+  }
+
+  get size(): number {
+    return this.byPid.size;
+  }
+
+  /**
+   * Applies a parsed write all or nothing: every registration is checked (and
+   * its pidfd opened) before any takes effect; on error nothing changes.
+   */
+  apply(commands: readonly ProcessCommand[]): void {
+    const opened = new Map<number, number>(); // pid → new pidfd, for PIDs not yet registered
+    try {
+      for (const { op, pid } of commands) {
+        if (op !== 'register' || opened.has(pid)) continue;
+        const current = this.byPid.get(pid);
+        if (current && !pidfdExited(current.pidfd)) continue; // registered and alive: no change
+        if (current) this.exited(current.id); // died and its exit is not reported yet: prune now
+        opened.set(pid, this.open(pid));
+      }
+    } catch (err) {
+      for (const fd of opened.values()) close(fd);
+      throw err;
+    }
+    for (const { op, pid } of commands) {
+      if (op === 'register') {
+        const fd = opened.get(pid);
+        if (fd === undefined || this.byPid.has(pid)) continue;
+        opened.delete(pid);
+        this.add(pid, fd);
+      } else {
+        this.remove(pid);
+      }
+    }
+    for (const fd of opened.values()) close(fd); // registered and unregistered in one write
+  }
+
+  /** The fan-out saw this registrant's process end (pidfd readable, or ESRCH). */
+  exited(id: number): void {
+    for (const r of this.byPid.values()) {
+      if (r.id !== id) continue;
+      this.byPid.delete(r.pid);
+      close(r.pidfd);
+      this.counters.pruned++;
+      this.listener.removed(id);
+      return;
+    }
+  }
+
+  /** Closes every pidfd; the registry is empty afterwards. */
+  clear(): void {
+    for (const r of this.byPid.values()) {
+      close(r.pidfd);
+      this.listener.removed(r.id);
+    }
+    this.byPid.clear();
+  }
+
+  private open(pid: number): number {
+    if (pid === 1) throw new RelayError('EPERM', 'PID 1 (init) takes real-time signals as commands');
+    if (pid === this.selfPid) throw new RelayError('EPERM', 'the daemon cannot register itself');
+    let fd: number;
+    try {
+      fd = pidfdOpen(pid);
+    } catch (err) {
+      // EINVAL: a thread id that is not a thread-group leader is not a process.
+      if (err instanceof SyscallError && (err.errno === Errno.ESRCH || err.errno === Errno.EINVAL)) {
+        throw new RelayError('ESRCH', `no process ${pid}`);
+      }
+      throw err;
+    }
+    if (isKernelThread(pid)) {
+      close(fd);
+      throw new RelayError('EPERM', `PID ${pid} is a kernel thread`);
+    }
+    return fd;
+  }
+
+  private add(pid: number, pidfd: number): void {
+    const id = this.nextId++;
+    this.byPid.set(pid, { id, pid, pidfd });
+    this.listener.added(id, pid, dupCloexec(pidfd));
+  }
+
+  private remove(pid: number): void {
+    const r = this.byPid.get(pid);
+    if (!r) return;
+    this.byPid.delete(pid);
+    close(r.pidfd);
+    this.listener.removed(r.id);
+  }
+}

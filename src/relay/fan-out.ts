@@ -1,0 +1,98 @@
+// The fan-out: one preallocated siginfo, rewritten per fork, sent through each
+// registrant's pidfd. Runs in the relay worker, next to the source.
+import { Errno, pidfdSendSignal, SI_ASYNCIO } from '../kernel/syscalls.js';
+import { Counter, Control, type SharedState } from './shared.js';
+
+// siginfo_t on x86-64 / generic 64-bit, 128 bytes:
+//   int si_signo;   // 0
+//   int si_errno;   // 4
+//   int si_code;    // 8
+//   (pad)           // 12: the union is 8-aligned
+//   union { struct { pid_t si_pid; uid_t si_uid; union sigval si_value; } _rt; ... }
+//     si_pid        // 16
+//     si_uid        // 20
+//     si_value      // 24 (sival_int in the low 4 bytes)
+const SIGINFO_SIZE = 128;
+const OFF_SIGNO = 0;
+const OFF_CODE = 8;
+const OFF_PID = 16;
+const OFF_UID = 20;
+const OFF_VALUE = 24;
+
+export interface Target {
+  id: number;
+  pid: number;
+  pidfd: number;
+  dropped: number;
+  droppedSinceLog: number;
+  lastDropLog: number;
+}
+
+export interface FanOutEvents {
+  /** The registrant's process is gone (ESRCH): stop sending, tell the registry. */
+  gone(target: Target): void;
+  /** Called at most once a second per registrant while its queue refuses signals. */
+  dropping(target: Target, errno: number, count: number): void;
+}
+
+export class FanOut {
+  readonly targets: Target[] = [];
+  private readonly info = Buffer.alloc(SIGINFO_SIZE);
+  private readonly counters: Float64Array;
+  private readonly control: Int32Array;
+
+  constructor(state: SharedState, private readonly events: FanOutEvents) {
+    this.counters = state.counters;
+    this.control = state.control;
+    this.info.writeInt32LE(SI_ASYNCIO, OFF_CODE);
+    this.info.writeUInt32LE(0, OFF_UID); // sent on root's behalf
+  }
+
+  add(id: number, pid: number, pidfd: number): void {
+    this.targets.push({ id, pid, pidfd, dropped: 0, droppedSinceLog: 0, lastDropLog: 0 });
+  }
+
+  /** Removes a target and returns it (its pidfd is the caller's to close). */
+  remove(id: number): Target | undefined {
+    const i = this.targets.findIndex((t) => t.id === id);
+    if (i < 0) return undefined;
+    return this.targets.splice(i, 1)[0];
+  }
+
+  /** One fork: every registrant gets one queued signal. */
+  relay(parentTgid: number, childPid: number): void {
+    const counters = this.counters;
+    counters[Counter.forksSeen]!++;
+    const targets = this.targets;
+    if (targets.length === 0) return;
+    const signo = Atomics.load(this.control, Control.signal);
+    const info = this.info;
+    info.writeInt32LE(signo, OFF_SIGNO);
+    info.writeInt32LE(parentTgid, OFF_PID);
+    info.writeInt32LE(childPid, OFF_VALUE);
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      const err = pidfdSendSignal(t.pidfd, signo, info);
+      if (err === 0) {
+        counters[Counter.signalsSent]!++;
+        continue;
+      }
+      if (err === Errno.ESRCH) {
+        this.events.gone(t); // removes it from targets
+        i--;
+        continue;
+      }
+      // EAGAIN: the receiver's queue (RLIMIT_SIGPENDING) is full. Anything else
+      // (EPERM without CAP_KILL) is a drop too; neither stops the relay.
+      counters[Counter.signalsDropped]!++;
+      t.dropped++;
+      t.droppedSinceLog++;
+      const now = Date.now();
+      if (now - t.lastDropLog >= 1000) {
+        this.events.dropping(t, err, t.droppedSinceLog);
+        t.lastDropLog = now;
+        t.droppedSinceLog = 0;
+      }
+    }
+  }
+}

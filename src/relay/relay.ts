@@ -1,0 +1,124 @@
+// Main-thread side of the relay: starts the worker that owns the fork source
+// and the fan-out, tells it about registry changes, reads its counters.
+import { Worker } from 'node:worker_threads';
+import { FatalError } from '../errors.js';
+import { logger } from '../log.js';
+import type { RegistryListener } from '../registry.js';
+import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
+
+export interface RelayOptions {
+  source: 'netlink';
+  signal: number;
+  threads: boolean;
+  logLevel: string;
+}
+
+export interface RelayCounters {
+  forksSeen: number;
+  forksLost: number;
+  signalsSent: number;
+  signalsDropped: number;
+  registrantsPruned: number;
+}
+
+export class Relay implements RegistryListener {
+  /** Called when the worker sees a registrant's process end. */
+  onExited: (id: number, pid: number) => void = () => {};
+  /** Called if the worker dies: the daemon cannot relay any more. */
+  onFailed: (err: Error) => void = () => {};
+  private stopping = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly state: SharedState,
+    readonly source: string,
+    readonly sourceDetail: Record<string, unknown>,
+  ) {}
+
+  /** Starts the worker and resolves once the source is subscribed. */
+  static start(opts: RelayOptions): Promise<Relay> {
+    const log = logger('relay');
+    const state = createSharedState(opts.signal);
+    const config: WorkerConfig = { source: opts.source, threads: opts.threads, logLevel: opts.logLevel, state };
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
+    return new Promise((resolve, reject) => {
+      let relay: Relay | null = null;
+      worker.on('message', (m: FromWorker) => {
+        switch (m.t) {
+          case 'ready':
+            relay = new Relay(worker, state, m.source, m.detail);
+            resolve(relay);
+            break;
+          case 'unavailable':
+            reject(new FatalError(`cannot use the ${m.source} fork source: ${m.reason}`));
+            break;
+          case 'exited':
+            relay?.onExited(m.id, m.pid);
+            break;
+          case 'failed': {
+            const err = new Error(m.message);
+            if (m.stack) err.stack = m.stack;
+            if (relay) relay.onFailed(err);
+            else reject(new FatalError(`the relay could not start: ${m.message}`, 1, { cause: err }));
+            break;
+          }
+        }
+      });
+      worker.on('error', (err) => {
+        if (relay) relay.onFailed(err);
+        else reject(new FatalError(`the relay could not start: ${err.message}`, 1, { cause: err }));
+      });
+      worker.on('exit', (code) => {
+        if (relay && !relay.stopping) relay.onFailed(new Error(`relay worker exited (code ${code})`));
+        else if (!relay) reject(new FatalError(`the relay worker exited before it was ready (code ${code})`));
+        log.debug({ code }, 'relay worker exited');
+      });
+    });
+  }
+
+  added(id: number, pid: number, pidfd: number): void {
+    this.send({ t: 'add', id, pid, pidfd });
+  }
+
+  removed(id: number): void {
+    this.send({ t: 'remove', id });
+  }
+
+  get signal(): number {
+    return Atomics.load(this.state.control, Control.signal);
+  }
+
+  /** Applies from the next fork the worker reads. */
+  set signal(signo: number) {
+    Atomics.store(this.state.control, Control.signal, signo);
+  }
+
+  counters(): RelayCounters {
+    const c = this.state.counters;
+    return {
+      forksSeen: c[Counter.forksSeen]!,
+      forksLost: c[Counter.forksLost]!,
+      signalsSent: c[Counter.signalsSent]!,
+      signalsDropped: c[Counter.signalsDropped]!,
+      registrantsPruned: c[Counter.registrantsPruned]!,
+    };
+  }
+
+  /** Asks the worker to finish; resolves when it has, or after timeoutMs. */
+  async stop(timeoutMs = 2000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    Atomics.store(this.state.control, Control.stop, 1);
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    await Promise.race([exited, timer]);
+  }
+
+  private send(msg: ToWorker): void {
+    // Post, then bump the generation: the worker checks the generation for
+    // every fork and drains the port when it moved, so the change is in effect
+    // for any fork that starts after this returns.
+    this.worker.postMessage(msg);
+    Atomics.add(this.state.control, Control.registryGeneration, 1);
+  }
+}

@@ -1,0 +1,56 @@
+// Memory shared by the main thread and the relay worker. The worker alone
+// writes the counters (plain stores, exact at any read); the main thread alone
+// writes the control slots (Atomics).
+
+export const Counter = {
+  forksSeen: 0,
+  forksLost: 1,
+  signalsSent: 2,
+  signalsDropped: 3,
+  registrantsPruned: 4,
+  lossEvents: 5,
+} as const;
+const COUNTERS = 6;
+
+export const Control = {
+  /** Bumped after every registry message: the worker drains its port when it moves. */
+  registryGeneration: 0,
+  /** The signal to send, read for every fork. */
+  signal: 1,
+  /** Non-zero: the worker finishes its loop and exits. */
+  stop: 2,
+} as const;
+const CONTROLS = 4;
+
+export interface SharedState {
+  counters: Float64Array;
+  control: Int32Array;
+}
+
+export function createSharedState(signal: number): SharedState {
+  const state = {
+    counters: new Float64Array(new SharedArrayBuffer(COUNTERS * 8)),
+    control: new Int32Array(new SharedArrayBuffer(CONTROLS * 4)),
+  };
+  Atomics.store(state.control, Control.signal, signal);
+  return state;
+}
+
+/** Messages from the main thread to the worker, over a MessagePort. */
+export type ToWorker =
+  | { t: 'add'; id: number; pid: number; pidfd: number }
+  | { t: 'remove'; id: number };
+
+/** Messages from the worker to the main thread. */
+export type FromWorker =
+  | { t: 'ready'; source: string; detail: Record<string, unknown> }
+  | { t: 'unavailable'; source: string; reason: string }
+  | { t: 'exited'; id: number; pid: number; why: 'exit' | 'esrch' }
+  | { t: 'failed'; message: string; stack?: string };
+
+export interface WorkerConfig {
+  source: 'netlink';
+  threads: boolean;
+  logLevel: string;
+  state: SharedState;
+}

@@ -1,0 +1,141 @@
+// The relay worker: the source's receive loop and the fan-out, side by side,
+// so a fork costs no hop between threads. It never returns to its event loop
+// while the netlink source runs; registry changes are taken from the port with
+// receiveMessageOnPort, checked for every fork through a shared generation
+// counter, so a write that returned before a fork started is always in effect.
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { pino } from 'pino';
+import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
+import { NetlinkSource, NetlinkUnavailable } from '../sources/netlink.js';
+import type { ForkSink, ForkSource } from '../sources/source.js';
+import { FanOut, type Target } from './fan-out.js';
+import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } from './shared.js';
+
+const config = workerData as WorkerConfig;
+const port = parentPort!;
+const { counters, control } = config.state;
+const log = pino({ name: 'relayfork', level: config.logLevel }).child({ module: 'relay' });
+const post = (m: FromWorker): void => port.postMessage(m);
+
+const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
+
+const fanOut = new FanOut(config.state, {
+  gone(t) {
+    drop(t.id, 'esrch');
+  },
+  dropping(t, errno, count) {
+    log.warn({ registrant: t.pid, errno, dropped: count, droppedTotal: t.dropped }, 'registrant is not taking signals; dropping');
+  },
+});
+
+let seenGeneration = -1;
+let pollSetDirty = true;
+
+function syncRegistry(): void {
+  seenGeneration = Atomics.load(control, Control.registryGeneration);
+  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
+    const msg = m.message as ToWorker;
+    if (msg.t === 'add') {
+      fanOut.add(msg.id, msg.pid, msg.pidfd);
+    } else {
+      const t = fanOut.remove(msg.id);
+      if (t) close(t.pidfd);
+    }
+  }
+  pollSetDirty = true;
+}
+
+function drop(id: number, why: 'exit' | 'esrch'): void {
+  const t = fanOut.remove(id);
+  if (!t) return;
+  close(t.pidfd);
+  counters[Counter.registrantsPruned]!++;
+  pollSetDirty = true;
+  log.info({ registrant: t.pid, why }, 'registrant gone');
+  post({ t: 'exited', id: t.id, pid: t.pid, why });
+}
+
+const traceForks = log.isLevelEnabled('trace');
+const sink: ForkSink = {
+  fork(parentTgid, childPid, childTgid) {
+    if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
+    if (traceForks) log.trace({ parent: parentTgid, child: childPid, tgid: childTgid }, 'fork');
+    fanOut.relay(parentTgid, childPid);
+  },
+  lost(count, why) {
+    counters[Counter.forksLost]! += count;
+    counters[Counter.lossEvents]!++;
+    log.warn({ lost: count, why, lostTotal: counters[Counter.forksLost] }, 'forks lost');
+  },
+};
+
+function openSource(): ForkSource {
+  return NetlinkSource.connect({
+    threads: config.threads,
+    onNotice: (what, detail) => log.warn({ what, detail }, 'unexpected proc connector message'),
+  });
+}
+
+async function run(): Promise<void> {
+  let source: ForkSource;
+  try {
+    source = openSource();
+  } catch (err) {
+    if (err instanceof NetlinkUnavailable) {
+      post({ t: 'unavailable', source: config.source, reason: err.message });
+      return;
+    }
+    throw err;
+  }
+  const detail = source instanceof NetlinkSource ? { ...source.subscription } : {};
+  syncRegistry();
+  post({ t: 'ready', source: source.name, detail });
+
+  // struct pollfd { int fd; short events; short revents; }: slot 0 is the source
+  // (or unused), slot i+1 is targets[i]'s pidfd.
+  let pfds = Buffer.alloc(8 * 16);
+  let watched: Target[] = [];
+  let nextTick = Date.now();
+  try {
+    while (Atomics.load(control, Control.stop) === 0) {
+      if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
+      if (pollSetDirty) {
+        watched = fanOut.targets.slice();
+        if (pfds.length < 8 * (watched.length + 1)) pfds = Buffer.alloc(8 * (watched.length + 16));
+        pfds.writeInt32LE(source.fd ?? -1, 0);
+        pfds.writeInt16LE(POLLIN, 4);
+        watched.forEach((t, i) => {
+          pfds.writeInt32LE(t.pidfd, 8 * (i + 1));
+          pfds.writeInt16LE(POLLIN, 8 * (i + 1) + 4);
+        });
+        pollSetDirty = false;
+      }
+      const timeout = source.fd !== null ? IDLE_WAKE_MS : Math.max(0, Math.min(IDLE_WAKE_MS, nextTick - Date.now()));
+      const ready = poll(pfds, watched.length + 1, timeout);
+      if (ready > 0) {
+        for (let i = 0; i < watched.length; i++) {
+          if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
+        }
+      }
+      if (source.fd !== null) {
+        if ((pfds.readInt16LE(6) & (POLLIN | POLLERR)) !== 0) source.drain(sink);
+      } else if (Date.now() >= nextTick) {
+        await source.drain(sink);
+        nextTick += source.intervalMs;
+        if (nextTick < Date.now()) nextTick = Date.now() + source.intervalMs;
+      }
+    }
+  } finally {
+    source.close();
+    for (const t of fanOut.targets) close(t.pidfd);
+  }
+}
+
+run().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    const e = err instanceof Error ? err : new Error(String(err));
+    post({ t: 'failed', message: e.message, ...(e.stack ? { stack: e.stack } : {}) });
+    process.exit(1);
+  },
+);

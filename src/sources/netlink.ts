@@ -1,0 +1,181 @@
+// The kernel's proc connector as a fork source. Set-up (connect, subscribe)
+// is kept apart from the receive loop (drain), as forkstat does.
+import { release as osRelease } from 'node:os';
+import {
+  decodeMessages,
+  NLMSG_HDRLEN,
+  encodeSockaddrNl,
+  encodeSubscribe,
+  CN_IDX_PROC,
+  PROC_CN_MCAST_IGNORE,
+  PROC_CN_MCAST_LISTEN,
+  PROC_EVENT_FORK,
+  SOCKADDR_NL_LEN,
+} from '../kernel/cn-proc.js';
+import {
+  AF_NETLINK, bind, close, Errno, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
+  setsockoptInt, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET, SyscallError,
+} from '../kernel/syscalls.js';
+import type { ForkSink, ForkSource } from './source.js';
+
+/** Room for ~100k queued fork messages: a default buffer holds ~250, 12 ms of a storm. */
+export const RCVBUF_BYTES = 8 * 1024 * 1024;
+const ACK_TIMEOUT_MS = 1000;
+
+export class NetlinkUnavailable extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NetlinkUnavailable';
+  }
+}
+
+export interface NetlinkOptions {
+  threads: boolean;
+  /** Called for messages the relay does not act on (acks, errors), for logging. */
+  onNotice?: (what: string, detail: Record<string, unknown>) => void;
+}
+
+export type Subscription = { filter: 'fork-only' | 'none'; rcvbuf: 'forced' | 'default' };
+
+export class NetlinkSource implements ForkSource {
+  readonly name = 'netlink' as const;
+  readonly intervalMs = 0;
+  private readonly buf = Buffer.alloc(64 * 1024);
+  private readonly addr = Buffer.alloc(SOCKADDR_NL_LEN);
+  private readonly addrLen = new Uint32Array(1);
+  private closed = false;
+
+  private constructor(readonly fd: number, readonly subscription: Subscription, private readonly opts: NetlinkOptions) {}
+
+  /**
+   * Opens the socket, joins the proc group and subscribes. Throws
+   * NetlinkUnavailable when the kernel refuses or never acknowledges (inside
+   * most containers a LISTEN is silently ignored).
+   */
+  static connect(opts: NetlinkOptions): NetlinkSource {
+    let fd: number;
+    try {
+      fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+    } catch (err) {
+      throw new NetlinkUnavailable('the kernel has no proc connector (NETLINK_CONNECTOR)', { cause: err });
+    }
+    try {
+      bind(fd, encodeSockaddrNl(CN_IDX_PROC));
+      const rcvbuf = setsockoptInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES) === 0 ? 'forced' : 'default';
+      if (rcvbuf === 'default') setsockoptInt(fd, SOL_SOCKET, SO_RCVBUF, RCVBUF_BYTES);
+      // LISTEN with the plain 4-byte op first: its ack tells us the kernel took it.
+      // (Inside most containers the request is ignored without an ack.)
+      const err = subscribe(fd);
+      if (err === null) throw new NetlinkUnavailable('the proc connector did not acknowledge the subscription (a container or a user namespace?)');
+      if (err !== 0) {
+        throw new NetlinkUnavailable(err === Errno.EPERM
+          ? 'subscribing to the proc connector needs CAP_NET_ADMIN'
+          : `the proc connector refused the subscription (errno ${err})`);
+      }
+      // Then narrow it to forks (kernel >= 6.6: an 8-byte proc_input with an
+      // event mask, applied per socket). The kernel sends this request's ack
+      // through the same filter, which drops it, so none is awaited; an older
+      // kernel ignores the request and we skip other events ourselves.
+      const filter: Subscription['filter'] = kernelFilters() ? 'fork-only' : 'none';
+      if (filter === 'fork-only') send(fd, encodeSubscribe(PROC_CN_MCAST_LISTEN, { eventMask: PROC_EVENT_FORK }));
+      return new NetlinkSource(fd, { filter, rcvbuf }, opts);
+    } catch (err) {
+      close(fd);
+      if (err instanceof NetlinkUnavailable) throw err;
+      if (err instanceof SyscallError && err.errno === Errno.EPERM) {
+        throw new NetlinkUnavailable('joining the proc connector group needs CAP_NET_ADMIN', { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  drain(sink: ForkSink): void {
+    const { buf, addr, addrLen } = this;
+    for (;;) {
+      const n = recvFrom(this.fd, buf, MSG_DONTWAIT, addr, addrLen);
+      if (n < 0) {
+        const e = -n;
+        if (e === Errno.EAGAIN) return;
+        if (e === Errno.EINTR) continue;
+        if (e === Errno.ENOBUFS) {
+          // The socket buffer overflowed: the kernel dropped messages, how many it
+          // does not say. Count the overrun and carry on reading.
+          sink.lost(1, 'netlink receive buffer overrun (ENOBUFS)');
+          continue;
+        }
+        throw new SyscallError('recvfrom', e);
+      }
+      if (addr.readUInt32LE(4) !== 0) continue; // only the kernel (port 0) speaks for the connector
+      for (const ev of decodeMessages(buf, n)) {
+        switch (ev.kind) {
+          case 'fork':
+            if (ev.childPid !== ev.childTgid && !this.opts.threads) break;
+            sink.fork(ev.parentTgid, ev.childPid, ev.childTgid);
+            break;
+          case 'overrun':
+            sink.lost(1, 'netlink overrun message');
+            break;
+          case 'truncated':
+          case 'error':
+            this.opts.onNotice?.(ev.kind, ev);
+            break;
+          default:
+            break; // acks (ours and other listeners'), events we did not ask for
+        }
+      }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      send(this.fd, encodeSubscribe(PROC_CN_MCAST_IGNORE));
+    } catch {
+      // closing the socket unsubscribes as well
+    }
+    close(this.fd);
+  }
+}
+
+/** Per-socket event filters came with Linux 6.6. */
+export function kernelFilters(release: string = osRelease()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 6 || (major === 6 && minor >= 6);
+}
+
+/**
+ * Sends a plain LISTEN and waits for its ack. Returns the ack's error (0 for
+ * success) or null when no ack came in time. Acks go to the whole multicast
+ * group and the kernel renumbers their seq: ours is the one whose ack field is
+ * the value we sent plus one.
+ */
+function subscribe(fd: number): number | null {
+  const tag = (Math.random() * 0x7fffffff) >>> 0;
+  const msg = encodeSubscribe(PROC_CN_MCAST_LISTEN);
+  msg.writeUInt32LE(tag, NLMSG_HDRLEN + 12); // cn_msg.ack
+  send(fd, msg);
+  const pfd = Buffer.alloc(8);
+  pfd.writeInt32LE(fd, 0);
+  pfd.writeInt16LE(POLLIN, 4);
+  const buf = Buffer.alloc(8192);
+  const addr = Buffer.alloc(SOCKADDR_NL_LEN);
+  const addrLen = new Uint32Array(1);
+  const deadline = Date.now() + ACK_TIMEOUT_MS;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) return null;
+    if (poll(pfd, 1, left) === 0) continue;
+    const n = recvFrom(fd, buf, MSG_DONTWAIT, addr, addrLen);
+    if (n < 0) {
+      if (-n === Errno.EAGAIN || -n === Errno.EINTR || -n === Errno.ENOBUFS) continue;
+      throw new SyscallError('recvfrom', -n);
+    }
+    if (addr.readUInt32LE(4) !== 0) continue;
+    for (const ev of decodeMessages(buf, n)) {
+      if (ev.kind === 'ack' && ev.ack === ((tag + 1) >>> 0)) return ev.err;
+    }
+  }
+}
