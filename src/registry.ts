@@ -116,8 +116,9 @@ export class Registry {
     try {
       fd = pidfdOpen(pid);
     } catch (err) {
-      // EINVAL: a thread id that is not a thread-group leader is not a process.
-      if (err instanceof SyscallError && (err.errno === Errno.ESRCH || err.errno === Errno.EINVAL)) {
+      // A thread id that is not a thread-group leader is not a process: the
+      // kernel says EINVAL (before 6.9) or ENOENT (since).
+      if (err instanceof SyscallError && (err.errno === Errno.ESRCH || err.errno === Errno.EINVAL || err.errno === Errno.ENOENT)) {
         throw new RelayError('ESRCH', `no process ${pid}`);
       }
       throw err;
