@@ -89,10 +89,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = logger('daemon');
   const caps = await effectiveCaps();
   if (!has(caps, CAP_SYS_ADMIN)) {
-    throw new FatalError('relayfork needs root: mounting a FUSE filesystem takes CAP_SYS_ADMIN (run it as root)');
+    throw new FatalError('mounting a FUSE filesystem needs root (CAP_SYS_ADMIN); run it as root');
   }
   if (!has(caps, CAP_NET_ADMIN)) {
-    throw new FatalError('relayfork needs root: the proc connector takes CAP_NET_ADMIN (run it as root)');
+    throw new FatalError('the proc connector needs root (CAP_NET_ADMIN); run it as root');
   }
   if (!has(caps, CAP_KILL)) log.warn('without CAP_KILL only processes of this user can be signalled');
 

@@ -5,7 +5,7 @@
 import { access, open, readFile, readdir, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupAll, ensureBuilt, makeMountDir, mountsAt, runCli, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { CLI, cleanupAll, ensureBuilt, makeMountDir, mountsAt, runCli, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { forkTrue, readText, runAsNobody, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver, type Receiver, type Sig } from '../helpers/receiver.js';
@@ -398,11 +398,23 @@ describe('relayfork core, real daemon on a real FUSE mount', () => {
     expect(await mountsAt(mnt)).toEqual([]);
   });
 
+  it('starts with --signal given as a name and relays with it', async () => {
+    const d = await startDaemon({ args: ['--signal', 'SIGRTMIN+6'] });
+    expect(await readText(signalOf(d))).toBe('40\n');
+    const r = await startReceiver([34, 40]);
+    await register(d, `${r.pid}\n`);
+    const child = await forkTrue();
+    await settle(r, [child]);
+    expect(forChild(r, child)).toEqual([{ signo: 40, code: SI_ASYNCIO, pid: process.pid, value: child }]);
+  });
+
   it('exits 2 with one line on stderr for a usage error, mounting nothing', async () => {
     const mnt = await makeMountDir();
     for (const args of [
       ['mount', mnt, '--no-such-option'],
       ['no-such-command'],
+      ['mount', mnt, '--signal', '33'],
+      ['mount', mnt, '--source', 'carrier-pigeon'],
     ]) {
       const res = await runCli(args);
       expect({ args, code: res.code, timedOut: res.timedOut }).toEqual({ args, code: 2, timedOut: false });
@@ -411,5 +423,15 @@ describe('relayfork core, real daemon on a real FUSE mount', () => {
       expect(lines[0]!.trim()).not.toBe('');
       expect(await mountsAt(mnt)).toEqual([]);
     }
+  });
+
+  it('exits 1 with one line on stderr when not root, mounting nothing', async () => {
+    const mnt = await makeMountDir();
+    const res = await runAsNobody('exec "$1" "$2" mount "$3"', [process.execPath, CLI, mnt], 10_000);
+    expect({ code: res.code, signal: res.signal }).toEqual({ code: 1, signal: null });
+    const lines = res.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/\broot\b|CAP_SYS_ADMIN/);
+    expect(await mountsAt(mnt)).toEqual([]);
   });
 });
