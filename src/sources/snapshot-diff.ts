@@ -1,36 +1,26 @@
 // Pure: what the poll source concludes from two process-table snapshots, and
 // how many forks it missed by the kernel's fork counter. No I/O here.
 
-/** One row of a snapshot, as `ps` reports it. */
+/** One row of a snapshot: a process as /proc/PID/stat shows it. */
 export interface ProcEntry {
   pid: number;
   ppid: number;
-  /**
-   * Start time in ms since the epoch, or NaN if `ps` gave none. `ps` prints it
-   * to the second (lstart), from the boot time in /proc/stat, which is itself
-   * rounded to the second: it may be off by up to a second either way.
-   */
+  /** Start time in ms on the snapshot's clock (since boot), or NaN if unknown. */
   start: number;
 }
 
 export interface Snapshot {
-  /** Date.now() just before the snapshot was started. */
+  /** The time, on the same clock as the start times, just before the listing began. */
   takenAt: number;
   procs: ReadonlyMap<number, ProcEntry>;
 }
 
 export interface DiffOptions {
-  /** The daemon's own PID: its `ps` children are not forks anyone asked about. */
+  /** The daemon's own PID: neither it nor any child of its is a fork anyone asked about. */
   self: number;
-  /**
-   * How far a start time may lie before the previous snapshot and still count
-   * as new: ps's start time is truncated to the second and may be off by one.
-   */
+  /** How far a start time may lie before the previous listing and still count as new (clock resolution). */
   slackMs: number;
 }
-
-/** lstart is whole seconds and the boot time it is built on is rounded: 2 s covers both. */
-export const START_SLACK_MS = 2000;
 
 export function snapshotOf(takenAt: number, entries: Iterable<ProcEntry>): Snapshot {
   const procs = new Map<number, ProcEntry>();
@@ -44,13 +34,14 @@ export function snapshotOf(takenAt: number, entries: Iterable<ProcEntry>): Snaps
  * The processes of `cur` that were forked since `prev`, parents before their
  * children. A process is new when its PID is absent from `prev`, or present
  * with a different start time (the PID was recycled). Not new:
- * - the daemon's own `ps` children (ppid = self) and the daemon itself;
+ * - the daemon and its children (ppid = self: it starts none, but a helper
+ *   it ran would be its own doing, not a fork anyone asked about);
  * - a process whose start time lies before `prev` was taken (less the
- *   slack): it existed then and was only missing from that listing (ps could
- *   not read it, or the snapshot was partial), so relaying it would be a
+ *   slack): it existed then and was only missing from that listing (it could
+ *   not be read, or the listing was partial), so relaying it now would be a
  *   second, bogus fork;
- * - a recycled PID that also kept its start second (indistinguishable: it is
- *   missed, and the fork counter counts it as such).
+ * - a recycled PID that also kept the start time to the tick
+ *   (indistinguishable: it is missed, and the fork counter counts it so).
  * A process that left between the snapshots, or in the middle of one, is
  * simply absent and produces nothing. PIDs are compared as identities only,
  * never ordered, so wrap-around past pid_max changes nothing.
@@ -85,7 +76,7 @@ export function newProcesses(prev: Snapshot, cur: Snapshot, opts: DiffOptions): 
  * Missed forks, estimated from the kernel's fork counter (`processes` in
  * /proc/stat): every clone() on the host since boot — processes and threads,
  * in every PID namespace. Whatever that counter grew by and the poll source
- * did not relay (less the daemon's own `ps` children) was missed: a child that
+ * did not relay (less the daemon's own forks, if any) was missed: a child that
  * came and went between two snapshots, a thread, a process in a PID namespace
  * this daemon cannot see, a recycled PID. So the figure is an upper bound on
  * missed processes, exact on a host without threads and namespaces.
@@ -103,7 +94,7 @@ export class LossEstimator {
   /**
    * @param counter   the fork counter read before the latest snapshot
    * @param relayed   forks relayed so far, including the latest snapshot's
-   * @param own       the daemon's own forks counted by `counter` (its ps children)
+   * @param own       the daemon's own forks counted by `counter`, which nobody asked about
    * @returns how many more forks are now known to be missed (0 or more)
    */
   update(counter: number, relayed: number, own: number): number {

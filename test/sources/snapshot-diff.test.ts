@@ -1,12 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { START_SLACK_MS } from '../../src/sources/poll.js';
 import {
-  LossEstimator, newProcesses, parseForkCounter, snapshotOf, START_SLACK_MS, type ProcEntry, type Snapshot,
+  LossEstimator, newProcesses, parseForkCounter, snapshotOf, type ProcEntry, type Snapshot,
 } from '../../src/sources/snapshot-diff.js';
 
 const SELF = 900;
 const opts = { self: SELF, slackMs: START_SLACK_MS };
-const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+/** ms since boot, the clock of /proc/PID/stat's start time and /proc/uptime */
+const T0 = 3_600_000;
 const sec = (s: number) => T0 + s * 1000;
 
 const p = (pid: number, ppid: number, start: number): ProcEntry => ({ pid, ppid, start });
@@ -42,16 +44,17 @@ describe('newProcesses: one poll snapshot against the previous one', () => {
     expect(forks(s2, s3)).toEqual([]);
   });
 
-  it('still reports a child whose start second, as ps prints it, is up to the slack before the previous listing', () => {
-    // ps truncates lstart to the second and builds it on a boot time rounded to
-    // the second: a child forked just after a listing taken at 10.9 s may
-    // print as 9 s.
-    const prev = snap(sec(10.9), ...base);
-    const cur = snap(sec(11.9), ...base, p(501, 500, sec(9)));
-    expect(forks(prev, cur)).toEqual([[500, 501]]);
+  it('still reports a child that looks up to the slack older than the previous listing (clock resolution)', () => {
+    // Start times are in 10 ms ticks and the listing time is /proc/uptime to
+    // 10 ms: a child forked just after a listing may look a tick older.
+    const prev = snap(sec(10), ...base);
+    const cur = snap(sec(11), ...base, p(501, 500, sec(10) - 10), p(502, 500, sec(10) - START_SLACK_MS));
+    expect(forks(prev, cur)).toEqual([[500, 502], [500, 501]]); // in start order
+    // Older than that, it was there at the previous listing.
+    expect(forks(prev, snap(sec(11), ...base, p(503, 500, sec(10) - START_SLACK_MS - 10)))).toEqual([]);
   });
 
-  it("ignores the daemon's own ps children and the daemon itself", () => {
+  it('ignores the daemon itself and any child of its', () => {
     const prev = snap(sec(0), ...base);
     const cur = snap(sec(1), ...base, p(950, SELF, sec(1)), p(951, SELF, sec(1)), p(502, 500, sec(1)));
     expect(forks(prev, cur)).toEqual([[500, 502]]);
@@ -75,8 +78,16 @@ describe('newProcesses: one poll snapshot against the previous one', () => {
 
   it('reports a recycled PID (same PID, later start) as a new fork of its new parent', () => {
     const prev = snap(sec(0), ...base, p(777, 500, sec(-30)));
-    const cur = snap(sec(1), ...base, p(777, 1, sec(1)));
+    const cur = snap(sec(1), ...base, p(777, 1, sec(0.5)));
     expect(forks(prev, cur)).toEqual([[1, 777]]);
+  });
+
+  it('does not report a recycled PID twice, nor mistake the previous owner for the new one', () => {
+    const s1 = snap(sec(0), ...base, p(777, 500, sec(-30)));
+    const s2 = snap(sec(1), ...base, p(777, 1, sec(0.5)));
+    const s3 = snap(sec(2), ...base, p(777, 1, sec(0.5)));
+    expect(forks(s1, s2)).toEqual([[1, 777]]);
+    expect(forks(s2, s3)).toEqual([]);
   });
 
   it('does not take a reparented process (same PID and start, new ppid) for a new one', () => {
