@@ -7,12 +7,14 @@ import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
 import { configureLogging } from './log.js';
+import { DEFAULT_POLL_INTERVAL_MS, MAX_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS } from './sources/poll.js';
+import { SOURCE_REQUESTS, type SourceRequest } from './sources/select.js';
 import type { LevelWithSilent } from 'pino';
 
 const PKG_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DEFAULT_MOUNT = fileURLToPath(new URL('../mount', import.meta.url));
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const SOURCES = ['auto', 'netlink'];
+const SOURCES: readonly string[] = SOURCE_REQUESTS;
 
 const HELP = `Usage: relayfork mount [DIR] [options]
 
@@ -24,7 +26,10 @@ for each fork on the host (si_pid = parent, si_value = child).
 
 Options:
   --signal N|NAME     signal to send: 34-64 or SIGRTMIN, RTMIN+n, RTMAX-n (default ${DEFAULT_SIGNAL})
-  --source S          fork source: auto or netlink (default auto: the proc connector)
+  --source S          fork source: auto, netlink or poll (default auto: the proc
+                      connector where the kernel accepts the subscription, else poll)
+  --poll-interval MS  how often the poll source lists processes (default ${DEFAULT_POLL_INTERVAL_MS},
+                      ${MIN_POLL_INTERVAL_MS}-${MAX_POLL_INTERVAL_MS}); a child living less may be missed
   --threads           relay new threads too, not only new processes
   --log-level L       fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help          show this help
@@ -51,6 +56,7 @@ function parse(argv: string[]) {
       options: {
         signal: { type: 'string' },
         source: { type: 'string', default: 'auto' },
+        'poll-interval': { type: 'string' },
         threads: { type: 'boolean', default: false },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -68,6 +74,15 @@ function parse(argv: string[]) {
   if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}'`);
   const source = values.source!;
   if (!SOURCES.includes(source)) throw new UsageError(`--source must be one of ${SOURCES.join(', ')}`);
+  let pollIntervalMs = DEFAULT_POLL_INTERVAL_MS;
+  const interval = values['poll-interval'];
+  if (interval !== undefined) {
+    if (source === 'netlink') throw new UsageError('--poll-interval applies to --source poll or auto, not netlink');
+    if (!/^[0-9]+$/.test(interval) || Number(interval) < MIN_POLL_INTERVAL_MS || Number(interval) > MAX_POLL_INTERVAL_MS) {
+      throw new UsageError(`--poll-interval must be a whole number of milliseconds from ${MIN_POLL_INTERVAL_MS} to ${MAX_POLL_INTERVAL_MS}`);
+    }
+    pollIntervalMs = Number(interval);
+  }
   const logLevel = values['log-level']!;
   if (!LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
   let signal = DEFAULT_SIGNAL;
@@ -84,7 +99,8 @@ function parse(argv: string[]) {
     options: {
       mountDir: dir ?? DEFAULT_MOUNT,
       signal,
-      source: source as 'auto' | 'netlink',
+      source: source as SourceRequest,
+      pollIntervalMs,
       threads: values.threads!,
       logLevel,
     },

@@ -8,11 +8,14 @@ import { MNT_DETACH, umount2 } from './kernel/syscalls.js';
 import { logger } from './log.js';
 import { Registry } from './registry.js';
 import { Relay } from './relay/relay.js';
+import type { SourceRequest } from './sources/select.js';
 
 export interface DaemonOptions {
   mountDir: string;
   signal: number;
-  source: 'auto' | 'netlink';
+  source: SourceRequest;
+  /** How often the poll source lists processes, when it runs. */
+  pollIntervalMs: number;
   threads: boolean;
   logLevel: string;
 }
@@ -91,8 +94,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (!has(caps, CAP_SYS_ADMIN)) {
     throw new FatalError('mounting a FUSE filesystem needs root (CAP_SYS_ADMIN); run it as root');
   }
-  if (!has(caps, CAP_NET_ADMIN)) {
-    throw new FatalError('the proc connector needs root (CAP_NET_ADMIN); run it as root');
+  // Without CAP_NET_ADMIN the proc connector is out of reach: `auto` finds
+  // that out for itself (the subscription fails) and polls instead.
+  if (!has(caps, CAP_NET_ADMIN) && opts.source === 'netlink') {
+    throw new FatalError('--source netlink needs root: the proc connector takes CAP_NET_ADMIN (run it as root, or use --source poll)');
   }
   if (!has(caps, CAP_KILL)) log.warn('without CAP_KILL only processes of this user can be signalled');
 
@@ -100,8 +105,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await clearStaleMounts(mountpoint);
   await mkdir(mountpoint, { recursive: true });
 
-  const relay = await Relay.start({ source: 'netlink', signal: opts.signal, threads: opts.threads, logLevel: opts.logLevel });
-  log.info({ source: relay.source, ...relay.sourceDetail, requested: opts.source }, 'fork source ready');
+  const relay = await Relay.start({
+    source: opts.source, pollIntervalMs: opts.pollIntervalMs, signal: opts.signal, threads: opts.threads, logLevel: opts.logLevel,
+  });
+  log.info({ source: relay.source, requested: opts.source, ...relay.sourceDetail }, 'fork source ready');
+  if (relay.source === 'poll') {
+    log.info({ intervalMs: opts.pollIntervalMs }, 'polling the process table: a child that lives less than an interval may be missed; misses are counted and logged');
+    if (opts.threads) log.warn('--threads has no effect with the poll source: ps lists processes, not threads');
+  }
 
   const registry = new Registry(relay);
   relay.onExited = (id) => registry.exited(id);

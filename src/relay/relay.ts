@@ -4,10 +4,12 @@ import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
 import { logger } from '../log.js';
 import type { RegistryListener } from '../registry.js';
+import type { SourceRequest } from '../sources/select.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
 
 export interface RelayOptions {
-  source: 'netlink';
+  source: SourceRequest;
+  pollIntervalMs: number;
   signal: number;
   threads: boolean;
   logLevel: string;
@@ -39,7 +41,9 @@ export class Relay implements RegistryListener {
   static start(opts: RelayOptions): Promise<Relay> {
     const log = logger('relay');
     const state = createSharedState(opts.signal);
-    const config: WorkerConfig = { source: opts.source, threads: opts.threads, logLevel: opts.logLevel, state };
+    const config: WorkerConfig = {
+      source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, state,
+    };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
     return new Promise((resolve, reject) => {
       let relay: Relay | null = null;
@@ -50,7 +54,7 @@ export class Relay implements RegistryListener {
             resolve(relay);
             break;
           case 'unavailable':
-            reject(new FatalError(`cannot use the ${m.source} fork source: ${m.reason}`));
+            reject(new FatalError(m.source === 'auto' ? `no fork source can run here: ${m.reason}` : `cannot use the ${m.source} fork source: ${m.reason}`));
             break;
           case 'exited':
             relay?.onExited(m.id, m.pid);

@@ -1,3 +1,5 @@
+import type { SourceRequest } from '../sources/select.js';
+
 // Memory shared by the main thread and the relay worker. The worker alone
 // writes the counters (plain stores, exact at any read); the main thread alone
 // writes the control slots (Atomics).
@@ -49,7 +51,9 @@ export type FromWorker =
   | { t: 'failed'; message: string; stack?: string };
 
 export interface WorkerConfig {
-  source: 'netlink';
+  source: SourceRequest;
+  /** For the poll source (chosen or fallen back to). */
+  pollIntervalMs: number;
   threads: boolean;
   logLevel: string;
   state: SharedState;

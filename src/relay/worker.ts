@@ -6,7 +6,9 @@
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
-import { NetlinkSource, NetlinkUnavailable } from '../sources/netlink.js';
+import { NetlinkSource } from '../sources/netlink.js';
+import { PollSource } from '../sources/poll.js';
+import { openSource, SourceUnavailable, type Chosen } from '../sources/select.js';
 import type { ForkSink, ForkSource } from '../sources/source.js';
 import { FanOut, type Target } from './fan-out.js';
 import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } from './shared.js';
@@ -18,6 +20,8 @@ const log = pino({ name: 'relayfork', level: config.logLevel }).child({ module: 
 const post = (m: FromWorker): void => port.postMessage(m);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
+/** The poll source loses forks by design: its losses are summed and logged at most this often. */
+const POLL_LOSS_LOG_MS = 10_000;
 
 const fanOut = new FanOut(config.state, {
   gone(t) {
@@ -55,6 +59,26 @@ function drop(id: number, why: 'exit' | 'esrch'): void {
   post({ t: 'exited', id: t.id, pid: t.pid, why });
 }
 
+// The poll source misses forks as a matter of course: its losses are summed
+// and logged at info every POLL_LOSS_LOG_MS while non-zero. A netlink loss is
+// an anomaly and is logged as it happens.
+let lossesPeriodic = false;
+let lossSinceLog = 0;
+let lossWhy = '';
+let lastLossLog = Date.now();
+
+function logLosses(now: number): void {
+  if (lossSinceLog === 0 || now - lastLossLog < POLL_LOSS_LOG_MS) return;
+  log.info({
+    lost: lossSinceLog,
+    lostTotal: counters[Counter.forksLost],
+    windowS: Math.round((now - lastLossLog) / 1000),
+    why: lossWhy,
+  }, 'forks missed by the poll source');
+  lossSinceLog = 0;
+  lastLossLog = now;
+}
+
 const traceForks = log.isLevelEnabled('trace');
 const sink: ForkSink = {
   fork(parentTgid, childPid, childTgid) {
@@ -65,29 +89,39 @@ const sink: ForkSink = {
   lost(count, why) {
     counters[Counter.forksLost]! += count;
     counters[Counter.lossEvents]!++;
-    log.warn({ lost: count, why, lostTotal: counters[Counter.forksLost] }, 'forks lost');
+    if (lossesPeriodic) {
+      lossSinceLog += count;
+      lossWhy = why;
+    } else {
+      log.warn({ lost: count, why, lostTotal: counters[Counter.forksLost] }, 'forks lost');
+    }
   },
 };
 
-function openSource(): ForkSource {
-  return NetlinkSource.connect({
-    threads: config.threads,
-    onNotice: (what, detail) => log.warn({ what, detail }, 'unexpected proc connector message'),
-  });
-}
-
 async function run(): Promise<void> {
-  let source: ForkSource;
+  let chosen: Chosen;
   try {
-    source = openSource();
+    chosen = await openSource(config.source, {
+      threads: config.threads,
+      pollIntervalMs: config.pollIntervalMs,
+      onNotice: (what, detail) => log.warn({ what, detail }, 'unexpected proc connector message'),
+      onSnapshotError: (err) => log.warn({ err }, 'listing processes failed; keeping the previous listing as the baseline'),
+    });
   } catch (err) {
-    if (err instanceof NetlinkUnavailable) {
+    if (err instanceof SourceUnavailable) {
       post({ t: 'unavailable', source: config.source, reason: err.message });
       return;
     }
     throw err;
   }
-  const detail = source instanceof NetlinkSource ? { ...source.subscription } : {};
+  const { source } = chosen;
+  const detail: Record<string, unknown> = { reason: chosen.reason };
+  if (source instanceof NetlinkSource) Object.assign(detail, source.subscription);
+  if (source instanceof PollSource) {
+    Object.assign(detail, { intervalMs: source.intervalMs, baselineProcesses: source.baselineSize });
+    lossesPeriodic = true;
+    lastLossLog = Date.now();
+  }
   syncRegistry();
   post({ t: 'ready', source: source.name, detail });
 
@@ -95,7 +129,7 @@ async function run(): Promise<void> {
   // (or unused), slot i+1 is targets[i]'s pidfd.
   let pfds = Buffer.alloc(8 * 16);
   let watched: Target[] = [];
-  let nextTick = Date.now();
+  let nextTick = Date.now() + source.intervalMs; // the baseline was just taken
   try {
     while (Atomics.load(control, Control.stop) === 0) {
       if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
@@ -123,6 +157,7 @@ async function run(): Promise<void> {
         await source.drain(sink);
         nextTick += source.intervalMs;
         if (nextTick < Date.now()) nextTick = Date.now() + source.intervalMs;
+        logLosses(Date.now());
       }
     }
   } finally {

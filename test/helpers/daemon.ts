@@ -59,6 +59,11 @@ export interface StartOptions {
   mountDir?: string;
   /** How long to wait for the `mounted` log line; default 10 s. */
   timeoutMs?: number;
+  /**
+   * A command that runs the daemon, e.g. `unshare ... --` (then `pid` is that
+   * command's PID). It must pass signals on or die with the daemon.
+   */
+  prefix?: string[];
 }
 
 const daemons = new Set<Daemon>();
@@ -215,7 +220,9 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
     mnt = await makeMountDir();
   }
 
-  const proc = spawn(process.execPath, [CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])], {
+  const argv = [process.execPath, CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
+  const [cmd, ...cmdArgs] = [...(opts.prefix ?? []), ...argv];
+  const proc = spawn(cmd!, cmdArgs, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -375,9 +382,11 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
 export async function runCli(
   args: string[],
   timeoutMs = 10_000,
+  prefix: string[] = [],
 ): Promise<ExitInfo & { stdout: string; stderr: string; timedOut: boolean }> {
   await ensureBuilt();
-  const proc = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...cmdArgs] = [...prefix, process.execPath, CLI, ...args];
+  const proc = spawn(cmd!, cmdArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   proc.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

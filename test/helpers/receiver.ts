@@ -28,10 +28,22 @@ export interface Receiver {
 
 const receivers = new Set<Receiver>();
 
-export async function startReceiver(signo: number | number[], readyTimeoutMs = 5000): Promise<Receiver> {
+export interface ReceiverOptions {
+  readyTimeoutMs?: number;
+  /**
+   * A command that runs the receiver, e.g. `nsenter ... --` into another PID
+   * namespace: then `pid` is the PID the receiver reports (its own, in its
+   * namespace), not the PID of the command spawned.
+   */
+  prefix?: string[];
+}
+
+export async function startReceiver(signo: number | number[], options: number | ReceiverOptions = {}): Promise<Receiver> {
+  const { readyTimeoutMs = 5000, prefix = [] } = typeof options === 'number' ? { readyTimeoutMs: options } : options;
   const bin = await compileHelper('receiver');
   const signos = Array.isArray(signo) ? signo : [signo];
-  const proc = spawn(bin, signos.map(String), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const [cmd, ...args] = [...prefix, bin, ...signos.map(String)];
+  const proc = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
 
   const signals: Sig[] = [];
   let err = '';
@@ -111,7 +123,7 @@ export async function startReceiver(signo: number | number[], readyTimeoutMs = 5
     });
 
   const receiver: Receiver = {
-    pid: proc.pid ?? -1,
+    pid: -1, // set from `ready <pid>` below
     proc,
     signals,
     waitFor,
@@ -133,7 +145,8 @@ export async function startReceiver(signo: number | number[], readyTimeoutMs = 5
     const check = () => {
       if (readyPid !== null) {
         finish();
-        if (readyPid !== proc.pid) reject(new Error(`receiver reported pid ${readyPid}, spawned ${proc.pid}`));
+        receiver.pid = readyPid;
+        if (prefix.length === 0 && readyPid !== proc.pid) reject(new Error(`receiver reported pid ${readyPid}, spawned ${proc.pid}`));
         else resolve();
       } else if (exit !== null) {
         finish();
