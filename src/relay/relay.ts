@@ -2,7 +2,7 @@
 // and the fan-out, tells it about registry changes, reads its counters.
 import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
-import { logger } from '../log.js';
+import { logFormat, logger } from '../log.js';
 import type { RegistryListener } from '../registry.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
 
@@ -39,7 +39,7 @@ export class Relay implements RegistryListener {
   static start(opts: RelayOptions): Promise<Relay> {
     const log = logger('relay');
     const state = createSharedState(opts.signal);
-    const config: WorkerConfig = { source: opts.source, threads: opts.threads, logLevel: opts.logLevel, state };
+    const config: WorkerConfig = { source: opts.source, threads: opts.threads, logLevel: opts.logLevel, logFormat: logFormat(), state };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
     return new Promise((resolve, reject) => {
       let relay: Relay | null = null;

@@ -1,6 +1,7 @@
 // Memory shared by the main thread and the relay worker. The worker alone
 // writes the counters (plain stores, exact at any read); the main thread alone
 // writes the control slots (Atomics).
+import type { LogFormat } from '../log.js';
 
 export const Counter = {
   forksSeen: 0,
@@ -52,5 +53,6 @@ export interface WorkerConfig {
   source: 'netlink';
   threads: boolean;
   logLevel: string;
+  logFormat: LogFormat;
   state: SharedState;
 }
