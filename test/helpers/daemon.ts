@@ -59,6 +59,13 @@ export interface StartOptions {
   mountDir?: string;
   /** How long to wait for the `mounted` log line; default 10 s. */
   timeoutMs?: number;
+  /**
+   * A command that execs the daemon's argv given after it (unshare, setpriv, ...):
+   * it must exec, not fork, so that the pid is the daemon's.
+   */
+  wrap?: string[];
+  /** The daemon's environment (default: the test's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 const daemons = new Set<Daemon>();
@@ -215,9 +222,12 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
     mnt = await makeMountDir();
   }
 
-  const proc = spawn(process.execPath, [CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])], {
+  const argv = [process.execPath, CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
+  const [file, ...rest] = [...(opts.wrap ?? []), ...argv];
+  const proc = spawn(file!, rest, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
   });
 
   const logs: LogLine[] = [];
@@ -375,9 +385,11 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
 export async function runCli(
   args: string[],
   timeoutMs = 10_000,
+  opts: Pick<StartOptions, 'wrap' | 'env'> = {},
 ): Promise<ExitInfo & { stdout: string; stderr: string; timedOut: boolean }> {
   await ensureBuilt();
-  const proc = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [file, ...rest] = [...(opts.wrap ?? []), process.execPath, CLI, ...args];
+  const proc = spawn(file!, rest, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   let stdout = '';
   let stderr = '';
   proc.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

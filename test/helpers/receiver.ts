@@ -28,10 +28,15 @@ export interface Receiver {
 
 const receivers = new Set<Receiver>();
 
-export async function startReceiver(signo: number | number[], readyTimeoutMs = 5000): Promise<Receiver> {
+/**
+ * `wrap` is a command that execs the receiver (e.g. setpriv to run it as another
+ * user); it must exec, not fork, so that the pid is the receiver's.
+ */
+export async function startReceiver(signo: number | number[], readyTimeoutMs = 5000, wrap: string[] = []): Promise<Receiver> {
   const bin = await compileHelper('receiver');
   const signos = Array.isArray(signo) ? signo : [signo];
-  const proc = spawn(bin, signos.map(String), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const [file, ...args] = [...wrap, bin, ...signos.map(String)];
+  const proc = spawn(file!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
 
   const signals: Sig[] = [];
   let err = '';
