@@ -66,6 +66,8 @@ export interface StartOptions {
   wrap?: string[];
   /** The daemon's environment (default: the test's). */
   env?: NodeJS.ProcessEnv;
+  /** The relayfork script to run (default: this repository's bin/relayfork.js). */
+  cli?: string;
 }
 
 const daemons = new Set<Daemon>();
@@ -222,7 +224,7 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
     mnt = await makeMountDir();
   }
 
-  const argv = [process.execPath, CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
+  const argv = [process.execPath, opts.cli ?? CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
   const [file, ...rest] = [...(opts.wrap ?? []), ...argv];
   const proc = spawn(file!, rest, {
     cwd: REPO_ROOT,
