@@ -34,9 +34,10 @@ DESCRIPTION
 
 COMMANDS
     mount [DIR]
-        Mount DIR (created if missing; default ${DEFAULT_MOUNT}) and
-        serve it until SIGINT, SIGTERM or SIGHUP, then unmount and exit 0.
-        A stale mount left at DIR by a killed daemon is cleared first.
+        Mount DIR, created if missing, and serve it until SIGINT, SIGTERM
+        or SIGHUP; then unmount and exit 0. A stale mount left at DIR by a
+        killed daemon is cleared first. DIR defaults to
+        ${DEFAULT_MOUNT}
 
 OPTIONS
     --signal N|NAME
@@ -70,7 +71,7 @@ FILES
                               EINVAL (not a PID), ESRCH (no such process),
                               EPERM (PID 1, a kernel thread, the daemon, or
                               a process the daemon may not signal).
-    DIR/relayfork/signal      rw-r--r--  the signal number; write 34-64 or a name.
+    DIR/relayfork/signal      rw-r--r--  the signal; write 34-64 or a name.
     DIR/relayfork/stats       r--r--r--  counters, one 'key value' per line.
     DIR/relayfork/events      r--r--r--  a live stream: 'PARENT CHILD' per fork.
     /dev/fuse                 must be readable and writable by the daemon.
@@ -101,7 +102,8 @@ EXAMPLE
     # echo -$$ > /run/relayfork/relayfork/processes
 
 SEE ALSO
-    README.md and examples/ in the package; scripts/relayfork.service.
+    README.md and scripts/relayfork.service in the package; examples/ in
+    the source repository.
 `;
 
 class UsageError extends Error {}

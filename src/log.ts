@@ -34,10 +34,29 @@ export function createRootLogger(level: string, fmt: LogFormat): Logger {
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,
     // [12:00:01.234] INFO: daemon: mounted {"mountpoint":"/run/relayfork",...}
-    ignore: 'pid,hostname,name,module',
-    messageFormat: '{if module}{module}: {end}{msg}',
+    ignore: 'pid,hostname,name,module,err',
+    messageFormat: prettyMessage,
   });
   return pino({ name: 'relayfork', level }, stream);
+}
+
+interface ErrFields {
+  type?: string;
+  message?: string;
+  stack?: string;
+}
+
+/** An error we expect (a refusal, a start-up failure) is its sentence; any other is a bug: its stack. */
+const EXPECTED_ERRORS = new Set(['FatalError', 'RelayError']);
+
+/** `module: msg`, and an error on the same line, or its stack below when it is a bug. */
+export function prettyMessage(record: Record<string, unknown>, messageKey: string): string {
+  const module = typeof record.module === 'string' ? `${record.module}: ` : '';
+  const text = `${module}${String(record[messageKey] ?? '')}`;
+  const err = record.err as ErrFields | undefined;
+  if (!err || typeof err !== 'object') return text;
+  if (EXPECTED_ERRORS.has(err.type ?? '') || !err.stack) return `${text} (${err.message ?? err.type ?? 'error'})`;
+  return `${text}\n    ${err.stack.split('\n').join('\n    ')}`;
 }
 
 export let root: Logger = createRootLogger('info', format);

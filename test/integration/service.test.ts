@@ -3,7 +3,7 @@
 // mounting, subscribing and relaying to a real receiver; then with each capability
 // missing in turn. The capability set is read from scripts/relayfork.service, so the
 // unit cannot drift from what is tested here.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -253,5 +253,73 @@ describe('systemd readiness (Type=notify)', () => {
       close(fd);
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('for people: --help and the log format', () => {
+  it('--help reads like a man page: commands, every option with its default, files, exit status, an example', async () => {
+    const res = await runCli(['--help']);
+    expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: '' });
+    const sections = res.stdout.split('\n').filter((l) => /^[A-Z][A-Z ]+$/.test(l));
+    expect(sections).toEqual(['NAME', 'SYNOPSIS', 'DESCRIPTION', 'COMMANDS', 'OPTIONS', 'FILES', 'PRIVILEGES', 'EXIT STATUS', 'EXAMPLE', 'SEE ALSO']);
+    const section = (name: string) => res.stdout.split(`\n${name}\n`)[1]!.split(/\n[A-Z][A-Z ]+\n/)[0]!;
+    for (const opt of ['--signal', '--source', '--poll-interval', '--threads', '--log-level', '--log-format', '--help', '--version']) {
+      expect(section('OPTIONS')).toContain(opt);
+    }
+    for (const [opt, dflt] of [['--signal', 'Default 34'], ['--source', 'Default auto'], ['--log-level', 'Default info'], ['--log-format', 'Default']]) {
+      const text = section('OPTIONS').split(/\n    --|\n    -h/).find((t) => `    --${t}`.includes(opt!.slice(2)));
+      expect({ opt, hasDefault: text?.includes(dflt!) }).toEqual({ opt, hasDefault: true });
+    }
+    for (const f of ['processes', 'signal', 'stats', 'events', '/dev/fuse']) expect(section('FILES')).toContain(f);
+    for (const cap of THE_THREE) expect(section('PRIVILEGES')).toContain(cap);
+    expect(section('EXIT STATUS')).toMatch(/0 .*\n[\s\S]*1 .*\n[\s\S]*2 .*usage/);
+    expect(section('EXAMPLE')).toContain('relayfork mount');
+    // 80 columns, but for the default mount point, a path as long as the install's.
+    expect(res.stdout.split('\n').filter((l) => l.length > 80 && !l.trim().endsWith('/mount'))).toEqual([]);
+  });
+
+  it('--log-format pretty writes one readable line per record; json (the default off a terminal) writes pino JSON', async () => {
+    const mnt = await makeMountDir();
+    const proc = spawn(process.execPath, [CLI, 'mount', mnt, '--log-format', 'pretty'], {
+      cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' },
+    });
+    let out = '';
+    proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const exited = new Promise<number | null>((r) => proc.on('close', (code) => r(code)));
+    try {
+      for (let i = 0; i < 200 && !out.includes('daemon: mounted'); i++) await sleep(50);
+      expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: daemon: mounted \{"mountpoint":/m);
+      expect(out).toMatch(/INFO: daemon: fork source ready \{"source":"netlink"/);
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(out).toMatch(/INFO: daemon: unmounted/);
+      for (const line of out.split('\n').filter(Boolean)) expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN|DEBUG): /);
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    }
+  });
+
+  it('is pretty by default when stdout is a terminal (under script(1)), with an expected error on one line', async (ctx) => {
+    if (!(await hasTool('script'))) ctx.skip();
+    // `mount /` is refused at start: a quick, logged failure.
+    const res = await execFileAsync('script', ['-qec', `${process.execPath} ${CLI} mount /`, '/dev/null'], {
+      env: { ...process.env, NO_COLOR: '1' }, timeout: 20_000,
+    }).then((r) => ({ code: 0, out: r.stdout }), (e: { code?: number; stdout?: string }) => ({ code: e.code, out: e.stdout ?? '' }));
+    expect(res.code).toBe(2);
+    const lines = res.out.replace(/\r/g, '').split('\n').filter(Boolean);
+    expect(lines).toEqual([
+      expect.stringMatching(/^\[\d\d:\d\d:\d\d\.\d{3}\] ERROR: could not start \(refusing to mount over \/\)$/),
+      'relayfork: refusing to mount over /',
+    ]);
+    // The same off a terminal: a JSON record.
+    const plain = await runCli(['mount', '/']);
+    expect(plain.code).toBe(2);
+    expect(JSON.parse(plain.stdout.trim())).toMatchObject({ level: 50, msg: 'could not start' });
+  });
+
+  it('refuses an unknown --log-format with a usage error', async () => {
+    const res = await runCli(['mount', await makeMountDir(), '--log-format', 'yaml']);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toBe('relayfork: --log-format must be one of json, pretty (see relayfork --help)\n');
   });
 });
