@@ -14,9 +14,10 @@
 # - It cannot count: signals that arrive while bash is busy (or between two traps)
 #   run the trap once, not once each. Count forks with DIR/stats or DIR/events.
 # - bash runs a trap between commands: while a foreground command runs, traps wait
-#   for it to end. `wait` is the exception (it returns at once for a trap), so this
-#   script waits on one background `sleep` instead of running `sleep` in a loop —
-#   which would also fork, and be relayed back here, once a second.
+#   for it to end. So this script waits in the `read` builtin, on a pipe nobody writes
+#   to, which runs each trap as it comes. Not `sleep` in a loop: that would fork, and
+#   be relayed back here, once a second. Not `wait` on a background sleep either:
+#   bash 5.2 dies of a segmentation fault when thousands of trapped signals hit `wait`.
 # - Anything the trap runs that forks (a command that is not a builtin, $(...), a
 #   pipe) is itself a fork relayed back to this script: keep the trap to builtins.
 set -u
@@ -24,7 +25,9 @@ dir=${1:-/run/relayfork/relayfork}
 read -r sig < "$dir/signal" || { echo "on-fork.sh: cannot read $dir/signal (is relayfork running?)" >&2; exit 1; }
 
 n=0
-trap 'n=$((n + 1)); echo "fork $n"' "$sig"   # first: the default action terminates
+# One builtin command: the trap can start again before it ends (bash does not block
+# the signal while its trap runs), and `n=...; echo $n` would then print one N twice.
+trap 'echo "fork $((n += 1))"' "$sig"   # first: the default action terminates
 
 if echo $$ 2>/dev/null > "$dir/processes"; then
   echo "on-fork.sh: registered $$ with $dir for signal $sig" >&2
@@ -32,11 +35,9 @@ else
   echo "on-fork.sh: cannot register; as root run: echo $$ > $dir/processes" >&2
 fi
 
-sleep infinity &
-sleeper=$!
-trap 'kill "$sleeper" 2>/dev/null' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-while kill -0 "$sleeper" 2>/dev/null; do   # builtins: no fork
-  wait "$sleeper"   # returns (>128) after each trapped signal, its trap run
+exec 3<> <(:)                 # a pipe this shell holds both ends of: never readable
+while :; do
+  read -r -u 3 _              # interrupted by each trapped signal, its trap run
 done
