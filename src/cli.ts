@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
-import { configureLogging } from './log.js';
+import { configureLogging, defaultLogFormat, LOG_FORMATS, type LogFormat } from './log.js';
+import { tellServiceManager } from './sd-notify.js';
 import { DEFAULT_POLL_INTERVAL_MS, MAX_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS } from './sources/poll.js';
 import { SOURCE_REQUESTS, type SourceRequest } from './sources/select.js';
 import type { LevelWithSilent } from 'pino';
@@ -16,27 +17,95 @@ const DEFAULT_MOUNT = fileURLToPath(new URL('../mount', import.meta.url));
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const SOURCES: readonly string[] = SOURCE_REQUESTS;
 
-const HELP = `Usage: relayfork mount [DIR] [options]
+const HELP = `RELAYFORK(8)
 
-Serves DIR/relayfork/{processes,signal} like the 2005 /sys/relayfork module:
-every process whose PID is written to 'processes' receives a real-time signal
-for each fork on the host (si_pid = parent, si_value = child).
+NAME
+    relayfork - the 2005 /sys/relayfork interface as a FUSE filesystem:
+    every fork on the host, relayed as a real-time signal
 
-  DIR                 mount point (default: ${DEFAULT_MOUNT})
+SYNOPSIS
+    relayfork mount [DIR] [OPTIONS]
+    relayfork --help | --version
 
-Options:
-  --signal N|NAME     signal to send: 34-64 or SIGRTMIN, RTMIN+n, RTMAX-n (default ${DEFAULT_SIGNAL})
-  --source S          fork source: auto, netlink or poll (default auto: the proc
-                      connector where the kernel accepts the subscription, else poll)
-  --poll-interval MS  how often the poll source lists processes (default ${DEFAULT_POLL_INTERVAL_MS},
-                      ${MIN_POLL_INTERVAL_MS}-${MAX_POLL_INTERVAL_MS}); a child living less may be missed
-  --threads           relay new threads too, not only new processes
-  --log-level L       fatal, error, warn, info, debug, trace or silent (default info)
-  -h, --help          show this help
-  -V, --version       show the version
+DESCRIPTION
+    relayfork serves DIR/relayfork/ in the foreground. Root writes a PID to
+    'processes'; from then on that process receives one queued signal for
+    every new process on the host, with si_code SI_ASYNCIO (-4), si_pid the
+    parent's PID and si_value.sival_int the child's PID. A registrant that
+    exits is dropped at once. Registrations live as long as the daemon.
 
-Runs in the foreground; SIGINT or SIGTERM unmounts and exits 0.
-Exit status: 0 after a clean stop, 2 for a usage error, 1 for anything else.
+COMMANDS
+    mount [DIR]
+        Mount DIR, created if missing, and serve it until SIGINT, SIGTERM
+        or SIGHUP; then unmount and exit 0. A stale mount left at DIR by a
+        killed daemon is cleared first. DIR defaults to
+        ${DEFAULT_MOUNT}
+
+OPTIONS
+    --signal N|NAME
+        The signal to send: 34-64, or a name as kill -l prints it (SIGRTMIN,
+        RTMIN+3, SIGRTMAX-2). Default ${DEFAULT_SIGNAL} (SIGRTMIN). 'signal' changes it live.
+    --source auto|netlink|poll
+        Where forks come from. netlink: the kernel's proc connector, or an
+        error at start. poll: a process-table snapshot every --poll-interval
+        ms (children that live shorter are counted as lost). Default auto:
+        the proc connector where it can be subscribed, otherwise poll.
+    --poll-interval MS
+        How often --source poll (or auto, when it falls back) reads the
+        process table: ${MIN_POLL_INTERVAL_MS}-${MAX_POLL_INTERVAL_MS}, default ${DEFAULT_POLL_INTERVAL_MS}.
+    --threads
+        Relay new threads too, not only new processes. Default off.
+    --log-level fatal|error|warn|info|debug|trace|silent
+        Default info: start, the fork source, each accepted write, each
+        registrant that goes. debug adds refused writes; trace every fork.
+    --log-format json|pretty
+        Log lines on stdout: pino JSON, or one readable line each. Default
+        pretty when stdout is a terminal, json otherwise (the journal).
+    -h, --help
+        Show this help and exit.
+    -V, --version
+        Show the version and exit.
+
+FILES
+    DIR/relayfork/processes   rw-r--r--  registered PIDs, space separated.
+                              Write 'PID' to register, '-PID' to unregister,
+                              several at once, all or nothing. Errors:
+                              EINVAL (not a PID), ESRCH (no such process),
+                              EPERM (PID 1, a kernel thread, the daemon, or
+                              a process the daemon may not signal).
+    DIR/relayfork/signal      rw-r--r--  the signal; write 34-64 or a name.
+    DIR/relayfork/stats       r--r--r--  counters, one 'key value' per line.
+    DIR/relayfork/events      r--r--r--  a live stream: 'PARENT CHILD' per fork.
+    /dev/fuse                 must be readable and writable by the daemon.
+
+PRIVILEGES
+    Root, or exactly these capabilities (the systemd unit runs it so, as an
+    unprivileged user):
+      CAP_SYS_ADMIN   to mount and unmount the FUSE filesystem
+      CAP_NET_ADMIN   to subscribe to the proc connector (--source netlink)
+      CAP_KILL        to signal processes of other users
+    Without CAP_SYS_ADMIN it exits 1 naming it; without CAP_NET_ADMIN,
+    --source netlink exits 1 naming it and auto polls instead; without
+    CAP_KILL it warns, and writing another user's PID fails with EPERM.
+
+EXIT STATUS
+    0   stopped by SIGINT, SIGTERM or SIGHUP, and unmounted
+    1   could not start (privileges, mount point, fork source), or stopped
+        because it failed or DIR was unmounted from outside
+    2   usage error
+    Errors reach stderr as one sentence; the log carries the detail.
+
+EXAMPLE
+    # relayfork mount /run/relayfork &
+    # trap 'echo a process forked' RTMIN    # first: RTMIN's default kills
+    # echo $$ > /run/relayfork/relayfork/processes
+    # /bin/true
+    a process forked
+    # echo -$$ > /run/relayfork/relayfork/processes
+
+SEE ALSO
+    README.md and scripts/relayfork.service in the package; examples/ in
+    the source repository.
 `;
 
 class UsageError extends Error {}
@@ -59,6 +128,7 @@ function parse(argv: string[]) {
         'poll-interval': { type: 'string' },
         threads: { type: 'boolean', default: false },
         'log-level': { type: 'string', default: 'info' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', short: 'V', default: false },
       },
@@ -85,6 +155,10 @@ function parse(argv: string[]) {
   }
   const logLevel = values['log-level']!;
   if (!LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
+  const logFormat = values['log-format'] ?? defaultLogFormat();
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new UsageError(`--log-format must be one of ${LOG_FORMATS.join(', ')}`);
+  }
   let signal = DEFAULT_SIGNAL;
   if (values.signal !== undefined) {
     try {
@@ -96,6 +170,7 @@ function parse(argv: string[]) {
   return {
     help: false,
     version: false,
+    logFormat: logFormat as LogFormat,
     options: {
       mountDir: dir ?? DEFAULT_MOUNT,
       signal,
@@ -124,11 +199,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`relayfork ${version()}\n`);
     return 0;
   }
-  const log = configureLogging(args.options!.logLevel as LevelWithSilent);
+  const log = configureLogging(args.options!.logLevel as LevelWithSilent, args.logFormat);
   let daemon: Daemon | null = null;
   const onSignal = (sig: NodeJS.Signals): void => {
     if (!daemon) process.exit(1); // still starting: nothing mounted to leave behind
     log.info({ signal: sig }, 'stopping');
+    tellServiceManager('STOPPING=1');
     void daemon.stop(0);
   };
   process.on('SIGINT', onSignal);
@@ -148,6 +224,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`relayfork: ${fatal ? fatal.message : err instanceof Error ? err.message : String(err)}\n`);
     return fatal ? fatal.exitCode : 1;
   }
+  tellServiceManager(`READY=1\nSTATUS=serving ${daemon.mountpoint}`);
   return daemon.done;
 }
 

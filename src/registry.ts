@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { RelayError } from './errors.js';
 import type { ProcessCommand } from './control/grammar.js';
-import { close, dupCloexec, Errno, pidfdExited, pidfdOpen, SyscallError } from './kernel/syscalls.js';
+import { close, dupCloexec, Errno, pidfdCanSignal, pidfdExited, pidfdOpen, SyscallError } from './kernel/syscalls.js';
 
 export interface Registrant {
   readonly id: number;
@@ -126,6 +126,16 @@ export class Registry {
     if (isKernelThread(pid)) {
       close(fd);
       throw new RelayError('EPERM', `PID ${pid} is a kernel thread`);
+    }
+    // Without CAP_KILL (a daemon run as an unprivileged user with a reduced
+    // capability set) another user's process would never get a signal: refuse
+    // it here, where the writer sees EPERM, rather than drop every signal later.
+    const e = pidfdCanSignal(fd);
+    if (e !== 0) {
+      close(fd);
+      if (e === Errno.EPERM) throw new RelayError('EPERM', `the daemon may not signal PID ${pid} (another user's process, and no CAP_KILL)`);
+      if (e === Errno.ESRCH) throw new RelayError('ESRCH', `no process ${pid}`);
+      throw new SyscallError('pidfd_send_signal', e);
     }
     return fd;
   }

@@ -1,7 +1,7 @@
 // The FUSE adapter: turns fuse-native's callbacks into lookups in the node
 // table and calls to the file behaviours. This is the one place that replies
 // to the kernel, and the one place that turns errors into -errno.
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { RelayError, type ErrnoName } from '../errors.js';
 import { MNT_DETACH, umount2 } from '../kernel/syscalls.js';
@@ -53,8 +53,30 @@ export interface MountedFs {
   unmount(): void;
 }
 
+/**
+ * libfuse opens /dev/fuse before it mounts; when that fails it prints a line of
+ * its own and fuse-native reports only "fuse failed". Try it first and say why.
+ */
+export async function checkFuseDevice(device = '/dev/fuse'): Promise<void> {
+  try {
+    await (await open(device, 'r+')).close();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    if (code === 'ENOENT' || code === 'ENODEV' || code === 'ENXIO') {
+      throw new Error(`${device} is missing (${code}): load the fuse module (modprobe fuse)`, { cause: err });
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      const uid = process.getuid?.() ?? -1;
+      throw new Error(`cannot open ${device} (${code}): the daemon's user (uid ${uid}) needs read and write access ` +
+        'to it; it is mode 0666 on most systems (check ls -l /dev/fuse, and DeviceAllow= in a systemd unit)', { cause: err });
+    }
+    throw new Error(`cannot open ${device} (${code})`, { cause: err });
+  }
+}
+
 export async function mountFs(mountpoint: string, tree: Map<string, Node>): Promise<MountedFs> {
   const log = logger('fs');
+  await checkFuseDevice();
   const Fuse = loadFuse();
   const started = new Date();
   const handles = new Map<number, Handle>();

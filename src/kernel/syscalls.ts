@@ -21,6 +21,7 @@ export const Errno = {
   EPROTONOSUPPORT: 93,
 } as const;
 
+export const AF_UNIX = 1;
 export const AF_NETLINK = 16;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = 0o2000000;
@@ -48,6 +49,7 @@ const fns = {
   setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, uint32_t *len)'),
   send: libc.func('long send(int fd, const void *buf, unsigned long len, int flags)'),
+  sendto: libc.func('long sendto(int fd, const void *buf, unsigned long len, int flags, const void *addr, uint32_t addrlen)'),
   recvfrom: libc.func('long recvfrom(int fd, void *buf, unsigned long len, int flags, void *addr, uint32_t *addrlen)'),
 };
 
@@ -85,6 +87,15 @@ export function pidfdOpen(pid: number): number {
 export function pidfdSendSignal(pidfd: number, sig: number, info: Buffer): number {
   if ((fns.pidfd_send_signal(pidfd, sig, info, 0) as number) === 0) return 0;
   return koffi.errno();
+}
+
+/**
+ * pidfd_send_signal(2) with signal 0: sends nothing, checks that the process
+ * may be signalled. 0, or the errno: EPERM when it belongs to another user and
+ * this process lacks CAP_KILL, ESRCH once it has been reaped.
+ */
+export function pidfdCanSignal(pidfd: number): number {
+  return (fns.pidfd_send_signal(pidfd, 0, null, 0) as number) === 0 ? 0 : koffi.errno();
 }
 
 export function close(fd: number): void {
@@ -141,6 +152,11 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
 
 export function send(fd: number, buf: Buffer): void {
   check('send', fns.send(fd, buf, buf.length, 0) as number);
+}
+
+/** sendto(2) of one datagram to `addr` (a sockaddr of its exact length). */
+export function sendTo(fd: number, buf: Buffer, addr: Buffer): void {
+  check('sendto', fns.sendto(fd, buf, buf.length, 0, addr, addr.length) as number);
 }
 
 /**

@@ -2,7 +2,7 @@
 // and the fan-out, tells it about registry changes, reads its counters.
 import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
-import { logger } from '../log.js';
+import { logFormat, logger } from '../log.js';
 import type { RegistryListener } from '../registry.js';
 import type { SourceRequest } from '../sources/select.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
@@ -42,7 +42,7 @@ export class Relay implements RegistryListener {
     const log = logger('relay');
     const state = createSharedState(opts.signal);
     const config: WorkerConfig = {
-      source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, state,
+      source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, logFormat: logFormat(), state,
     };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
     return new Promise((resolve, reject) => {

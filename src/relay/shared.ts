@@ -3,6 +3,7 @@ import type { SourceRequest } from '../sources/select.js';
 // Memory shared by the main thread and the relay worker. The worker alone
 // writes the counters (plain stores, exact at any read); the main thread alone
 // writes the control slots (Atomics).
+import type { LogFormat } from '../log.js';
 
 export const Counter = {
   forksSeen: 0,
@@ -56,5 +57,6 @@ export interface WorkerConfig {
   pollIntervalMs: number;
   threads: boolean;
   logLevel: string;
+  logFormat: LogFormat;
   state: SharedState;
 }

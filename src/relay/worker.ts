@@ -4,7 +4,7 @@
 // receiveMessageOnPort, checked for every fork through a shared generation
 // counter, so a write that returned before a fork started is always in effect.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { pino } from 'pino';
+import { createRootLogger } from '../log.js';
 import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource } from '../sources/netlink.js';
 import { PollSource } from '../sources/poll.js';
@@ -16,7 +16,7 @@ import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } f
 const config = workerData as WorkerConfig;
 const port = parentPort!;
 const { counters, control } = config.state;
-const log = pino({ name: 'relayfork', level: config.logLevel }).child({ module: 'relay' });
+const log = createRootLogger(config.logLevel, config.logFormat).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host

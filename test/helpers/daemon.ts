@@ -64,6 +64,10 @@ export interface StartOptions {
    * command's PID). It must pass signals on or die with the daemon.
    */
   prefix?: string[];
+  /** The daemon's environment (default: the test's). */
+  env?: NodeJS.ProcessEnv;
+  /** The relayfork script to run (default: this repository's bin/relayfork.js). */
+  cli?: string;
 }
 
 const daemons = new Set<Daemon>();
@@ -220,11 +224,12 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
     mnt = await makeMountDir();
   }
 
-  const argv = [process.execPath, CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
+  const argv = [process.execPath, opts.cli ?? CLI, 'mount', mnt, '--log-level', 'debug', ...(opts.args ?? [])];
   const [cmd, ...cmdArgs] = [...(opts.prefix ?? []), ...argv];
   const proc = spawn(cmd!, cmdArgs, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ?? process.env,
   });
 
   const logs: LogLine[] = [];
@@ -382,11 +387,11 @@ export async function startDaemon(opts: StartOptions = {}): Promise<Daemon> {
 export async function runCli(
   args: string[],
   timeoutMs = 10_000,
-  prefix: string[] = [],
+  opts: Pick<StartOptions, 'prefix' | 'env'> = {},
 ): Promise<ExitInfo & { stdout: string; stderr: string; timedOut: boolean }> {
   await ensureBuilt();
-  const [cmd, ...cmdArgs] = [...prefix, process.execPath, CLI, ...args];
-  const proc = spawn(cmd!, cmdArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, ...cmdArgs] = [...(opts.prefix ?? []), process.execPath, CLI, ...args];
+  const proc = spawn(cmd!, cmdArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   let stdout = '';
   let stderr = '';
   proc.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));

@@ -249,7 +249,7 @@ describe('--source auto', () => {
     expect(forChild(r, child)).toEqual([{ signo: 34, code: SI_ASYNCIO, pid: process.pid, value: child }]);
 
     const mnt = await makeMountDir();
-    const res = await runCli(['mount', mnt, '--source', 'netlink'], 10_000, noNetAdmin);
+    const res = await runCli(['mount', mnt, '--source', 'netlink'], 10_000, { prefix: noNetAdmin });
     expect({ code: res.code, timedOut: res.timedOut }).toEqual({ code: 1, timedOut: false });
     expect(res.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^relayfork: .*CAP_NET_ADMIN/)]);
   });
@@ -280,7 +280,7 @@ describe('--source auto', () => {
 
   it('--source netlink in such a namespace: one line on stderr, exit 1', async () => {
     const mnt = await makeMountDir();
-    const res = await runCli(['mount', mnt, '--source', 'netlink'], 10_000, UNSHARE);
+    const res = await runCli(['mount', mnt, '--source', 'netlink'], 10_000, { prefix: UNSHARE });
     expect({ code: res.code, timedOut: res.timedOut }).toEqual({ code: 1, timedOut: false });
     expect(res.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^relayfork: cannot use the netlink fork source: /)]);
   });
