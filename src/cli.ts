@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
+import { DEFAULT_EVENTS_BUFFER, MAX_EVENTS_BUFFER } from './events/ring.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
 import { configureLogging } from './log.js';
@@ -18,7 +19,8 @@ const HELP = `Usage: relayfork mount [DIR] [options]
 
 Serves DIR/relayfork/{processes,signal} like the 2005 /sys/relayfork module:
 every process whose PID is written to 'processes' receives a real-time signal
-for each fork on the host (si_pid = parent, si_value = child).
+for each fork on the host (si_pid = parent, si_value = child). 'stats' shows
+the counters; 'events' streams one "PARENT CHILD" line per fork.
 
   DIR                 mount point (default: ${DEFAULT_MOUNT})
 
@@ -26,6 +28,8 @@ Options:
   --signal N|NAME     signal to send: 34-64 or SIGRTMIN, RTMIN+n, RTMAX-n (default ${DEFAULT_SIGNAL})
   --source S          fork source: auto or netlink (default auto: the proc connector)
   --threads           relay new threads too, not only new processes
+  --events-buffer N   lines an 'events' reader may fall behind before the oldest
+                      are dropped (default ${DEFAULT_EVENTS_BUFFER}, at most ${MAX_EVENTS_BUFFER})
   --log-level L       fatal, error, warn, info, debug, trace or silent (default info)
   -h, --help          show this help
   -V, --version       show the version
@@ -52,6 +56,7 @@ function parse(argv: string[]) {
         signal: { type: 'string' },
         source: { type: 'string', default: 'auto' },
         threads: { type: 'boolean', default: false },
+        'events-buffer': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', short: 'V', default: false },
@@ -78,6 +83,14 @@ function parse(argv: string[]) {
       throw new UsageError(`--signal: ${err instanceof RelayError ? err.message : String(err)}`);
     }
   }
+  let eventsBuffer = DEFAULT_EVENTS_BUFFER;
+  if (values['events-buffer'] !== undefined) {
+    const text = values['events-buffer'];
+    eventsBuffer = /^[0-9]{1,7}$/.test(text) ? Number(text) : NaN;
+    if (!(eventsBuffer >= 1 && eventsBuffer <= MAX_EVENTS_BUFFER)) {
+      throw new UsageError(`--events-buffer must be a number of lines from 1 to ${MAX_EVENTS_BUFFER}`);
+    }
+  }
   return {
     help: false,
     version: false,
@@ -87,6 +100,7 @@ function parse(argv: string[]) {
       source: source as 'auto' | 'netlink',
       threads: values.threads!,
       logLevel,
+      eventsBuffer,
     },
   } as const;
 }

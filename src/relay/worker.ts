@@ -5,6 +5,7 @@
 // counter, so a write that returned before a fork started is always in effect.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
+import { EventsWriter } from '../events/ring.js';
 import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource, NetlinkUnavailable } from '../sources/netlink.js';
 import type { ForkSink, ForkSource } from '../sources/source.js';
@@ -16,6 +17,7 @@ const port = parentPort!;
 const { counters, control } = config.state;
 const log = pino({ name: 'relayfork', level: config.logLevel }).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
+const events = new EventsWriter(config.state.events);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
 
@@ -61,6 +63,7 @@ const sink: ForkSink = {
     if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
     if (traceForks) log.trace({ parent: parentTgid, child: childPid, tgid: childTgid }, 'fork');
     fanOut.relay(parentTgid, childPid);
+    events.record(parentTgid, childPid); // one Atomics.load while nobody reads `events`
   },
   lost(count, why) {
     counters[Counter.forksLost]! += count;
