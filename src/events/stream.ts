@@ -31,6 +31,8 @@ export class EventStream {
   /** The bytes of the last read and what it left unread, at file offset segStart. */
   private seg: Buffer = EMPTY;
   private segStart = 0;
+  /** When this stream last answered a read (the hub's batching clock). */
+  lastReplyAt = 0;
 
   constructor(
     private readonly source: PairSource,
@@ -40,12 +42,21 @@ export class EventStream {
     this.cursor = source.head();
   }
 
+  /** True when a read at `pos` is served from bytes this handle already holds. */
+  holds(pos: number): boolean {
+    return pos >= this.segStart && pos < this.segStart + this.seg.length;
+  }
+
+  /** Lines waiting for this reader (a pending `lost N` counts as a full ring). */
+  backlog(): number {
+    this.noteLoss();
+    const waiting = this.source.head() - this.cursor;
+    return this.lostPending > 0 ? Math.max(waiting, this.source.limit) : waiting;
+  }
+
   /** True when a read at `pos` would return something now. */
   ready(pos: number): boolean {
-    const segEnd = this.segStart + this.seg.length;
-    if (pos >= this.segStart && pos < segEnd) return true;
-    this.noteLoss();
-    return this.lostPending > 0 || this.source.head() > this.cursor;
+    return this.holds(pos) || this.backlog() > 0;
   }
 
   /**
