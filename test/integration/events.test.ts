@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { open, readFile, readdir, readlink, stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { cleanupAll, ensureBuilt, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { cleanupAll, ensureBuilt, makeMountDir, mountsAt, runCli, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { forkTrue, readText, runAsNobody, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver } from '../helpers/receiver.js';
@@ -322,6 +322,17 @@ describe('relayfork/events', () => {
     const exit = await Promise.race([cat.exited, sleep(5000).then(() => null)]);
     expect(exit).not.toBeNull();
     expect([exit!.code, exit!.signal]).toEqual([0, null]);
+  });
+
+  it('refuses a bad --events-buffer as a usage error, mounting nothing', async () => {
+    const mnt = await makeMountDir();
+    for (const bad of ['0', '-5', '12abc', '1000001', '']) {
+      const res = await runCli(['mount', mnt, '--events-buffer', bad]);
+      expect({ bad, code: res.code }).toEqual({ bad, code: 2 });
+      expect(res.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(res.stderr).toMatch(/--events-buffer/);
+    }
+    expect(await mountsAt(mnt)).toEqual([]);
   });
 
   it('streams to a reader that is not root', async () => {
