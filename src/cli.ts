@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
+import { DEFAULT_EVENTS_BUFFER, MAX_EVENTS_BUFFER } from './events/ring.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
 import { configureLogging, defaultLogFormat, LOG_FORMATS, type LogFormat } from './log.js';
@@ -53,6 +54,9 @@ OPTIONS
     --poll-interval MS
         How often --source poll (or auto, when it falls back) reads the
         process table: ${MIN_POLL_INTERVAL_MS}-${MAX_POLL_INTERVAL_MS}, default ${DEFAULT_POLL_INTERVAL_MS}.
+    --events-buffer N
+        How many lines an 'events' reader may fall behind before the oldest
+        are dropped and it reads 'lost N': 1-${MAX_EVENTS_BUFFER}, default ${DEFAULT_EVENTS_BUFFER}.
     --threads
         Relay new threads too, not only new processes. Default off.
     --log-level fatal|error|warn|info|debug|trace|silent
@@ -127,6 +131,7 @@ function parse(argv: string[]) {
         source: { type: 'string', default: 'auto' },
         'poll-interval': { type: 'string' },
         threads: { type: 'boolean', default: false },
+        'events-buffer': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
         'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -167,6 +172,14 @@ function parse(argv: string[]) {
       throw new UsageError(`--signal: ${err instanceof RelayError ? err.message : String(err)}`);
     }
   }
+  let eventsBuffer = DEFAULT_EVENTS_BUFFER;
+  if (values['events-buffer'] !== undefined) {
+    const text = values['events-buffer'];
+    eventsBuffer = /^[0-9]{1,7}$/.test(text) ? Number(text) : NaN;
+    if (!(eventsBuffer >= 1 && eventsBuffer <= MAX_EVENTS_BUFFER)) {
+      throw new UsageError(`--events-buffer must be a number of lines from 1 to ${MAX_EVENTS_BUFFER}`);
+    }
+  }
   return {
     help: false,
     version: false,
@@ -178,6 +191,7 @@ function parse(argv: string[]) {
       pollIntervalMs,
       threads: values.threads!,
       logLevel,
+      eventsBuffer,
     },
   } as const;
 }

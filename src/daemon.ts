@@ -1,8 +1,11 @@
 // Wires the filesystem, the registry and the relay; start and stop.
 import { mkdir, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { StatsSnapshot } from './control/stats.js';
 import { FatalError } from './errors.js';
-import { buildTree, coreFiles } from './fs/files.js';
+import { EventsHub } from './events/hub.js';
+import { buildTree, coreFiles, eventsFile, statsFile } from './fs/files.js';
 import { mountFs, mountsAt, type MountedFs } from './fs/mount.js';
 import { MNT_DETACH, umount2 } from './kernel/syscalls.js';
 import { logger } from './log.js';
@@ -18,6 +21,8 @@ export interface DaemonOptions {
   pollIntervalMs: number;
   threads: boolean;
   logLevel: string;
+  /** Lines an `events` reader may fall behind before it loses the oldest. */
+  eventsBuffer: number;
 }
 
 const CAP_KILL = 5;
@@ -105,8 +110,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await clearStaleMounts(mountpoint);
   await mkdir(mountpoint, { recursive: true });
 
+  const started = performance.now();
   const relay = await Relay.start({
-    source: opts.source, pollIntervalMs: opts.pollIntervalMs, signal: opts.signal, threads: opts.threads, logLevel: opts.logLevel,
+    source: opts.source,
+    pollIntervalMs: opts.pollIntervalMs,
+    signal: opts.signal,
+    threads: opts.threads,
+    logLevel: opts.logLevel,
+    eventsBuffer: opts.eventsBuffer,
   });
   log.info({ source: relay.source, requested: opts.source, ...relay.sourceDetail }, 'fork source ready');
   if (relay.source === 'poll') {
@@ -117,10 +128,35 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const registry = new Registry(relay);
   relay.onExited = (id) => registry.exited(id);
 
+  const events = new EventsHub(relay.events, { mountpoint, path: '/relayfork/events' });
+  const stats = (): StatsSnapshot => {
+    const c = relay.counters();
+    const e = events.stats();
+    return {
+      source: relay.source,
+      signal: relay.signal,
+      registrants: registry.size,
+      forksSeen: c.forksSeen,
+      forksLost: c.forksLost,
+      signalsSent: c.signalsSent,
+      signalsDropped: c.signalsDropped,
+      // Counted by the registry, which removes each registrant once however
+      // its end was noticed (the worker's exit watch, ESRCH, or a write).
+      registrantsPruned: registry.counters.pruned,
+      uptimeS: Math.floor((performance.now() - started) / 1000),
+      eventsReaders: e.readers,
+      eventsLost: e.lost,
+    };
+  };
+
   let fs: MountedFs;
   try {
-    const tree = buildTree(coreFiles({ registry, signal: { get: () => relay.signal, set: (n) => (relay.signal = n) } }));
-    fs = await mountFs(mountpoint, tree);
+    const tree = buildTree({
+      ...coreFiles({ registry, signal: { get: () => relay.signal, set: (n) => (relay.signal = n) } }),
+      stats: { mode: 0o444, behaviour: statsFile(stats) },
+      events: { mode: 0o444, behaviour: eventsFile(() => events.open()) },
+    });
+    fs = await mountFs(mountpoint, tree, { onInterrupt: () => events.interrupted() });
   } catch (err) {
     await relay.stop();
     const msg = err instanceof Error ? err.message : String(err);
@@ -136,6 +172,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (stopping) return;
     stopping = true;
     clearInterval(watch);
+    events.stop(); // waiting `events` readers get end of file
     if (unmount) fs.unmount();
     await relay.stop();
     registry.clear();

@@ -1,7 +1,7 @@
 // Typed errors thrown by the pure grammar and the registry. Only fs/ turns them
 // into a FUSE reply (-errno); nothing here knows about FUSE.
 
-export type ErrnoName = 'EINVAL' | 'ESRCH' | 'EPERM' | 'EACCES' | 'ENOENT' | 'EISDIR' | 'ENOTDIR' | 'EBADF';
+export type ErrnoName = 'EINVAL' | 'ESRCH' | 'EPERM' | 'EACCES' | 'ENOENT' | 'EISDIR' | 'ENOTDIR' | 'EBADF' | 'EINTR';
 
 export class RelayError extends Error {
   readonly code: ErrnoName;

@@ -1,14 +1,37 @@
 // The node table: every path the filesystem serves, with its mode and the
-// behaviour behind it. A behaviour is a plain object: read() renders the whole
-// content, write(text) applies one write(2); both throw RelayError.
+// behaviour behind it. A behaviour is a plain object, one of two kinds:
+//  - a snapshot file: read() renders the whole content when the file is
+//    opened, write(text) applies one write(2); both throw RelayError;
+//  - a stream file: open() gives each open its own stream, whose read answers
+//    through a callback, now or later, and whose release() frees it.
 import { readFileSync } from 'node:fs';
 import { parseProcessesWrite, parseSignal, renderProcesses, renderSignal } from '../control/grammar.js';
+import { renderStats, type StatsSnapshot } from '../control/stats.js';
 import type { Registry } from '../registry.js';
 
-export interface FileBehaviour {
+export interface SnapshotFile {
   read(): string;
   write?(text: string): void;
 }
+
+export interface FileStream {
+  /**
+   * One read(2) of up to `len` bytes at offset `pos`. Calls `reply` exactly
+   * once, with the bytes (empty: end of file) or an error for the errno
+   * adapter (a RelayError); it may wait as long as it must.
+   */
+  read(pos: number, len: number, reply: (err: unknown, data?: Buffer) => void): void;
+  /** The last descriptor of this open is closed. */
+  release(): void;
+}
+
+export interface StreamFile {
+  open(): FileStream;
+}
+
+export type FileBehaviour = SnapshotFile | StreamFile;
+
+export const isStream = (b: FileBehaviour): b is StreamFile => 'open' in b;
 
 export type Node =
   | { kind: 'dir'; mode: number; entries: readonly string[] }
@@ -38,6 +61,16 @@ export function signalFile(signal: Controls['signal']): FileBehaviour {
     read: () => renderSignal(signal.get()),
     write: (text) => signal.set(parseSignal(text)),
   };
+}
+
+/** relayfork/stats: rendered at open, like every snapshot file. */
+export function statsFile(snapshot: () => StatsSnapshot): FileBehaviour {
+  return { read: () => renderStats(snapshot()) };
+}
+
+/** relayfork/events: each open is a live stream of forks. */
+export function eventsFile(open: () => FileStream): FileBehaviour {
+  return { open };
 }
 
 /** Builds the table; more files are more rows, handed in by the daemon. */

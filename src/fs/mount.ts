@@ -2,15 +2,16 @@
 // table and calls to the file behaviours. This is the one place that replies
 // to the kernel, and the one place that turns errors into -errno.
 import { open, readFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import type { Logger } from 'pino';
 import { RelayError, type ErrnoName } from '../errors.js';
 import { MNT_DETACH, umount2 } from '../kernel/syscalls.js';
 import { logger } from '../log.js';
 import { loadFuse, type FuseOps, type Stat } from './fuse-native.js';
-import type { Node } from './files.js';
+import { isStream, type FileStream, type Node } from './files.js';
 
 const ERRNO: Record<ErrnoName | 'EIO', number> = {
-  EPERM: 1, ENOENT: 2, ESRCH: 3, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22,
+  EPERM: 1, ENOENT: 2, ESRCH: 3, EINTR: 4, EIO: 5, EBADF: 9, EACCES: 13, ENOTDIR: 20, EISDIR: 21, EINVAL: 22,
 };
 
 /**
@@ -36,13 +37,28 @@ interface Handle {
   path: string;
   /** The content rendered at open; reads at any offset serve this snapshot. */
   snapshot: Buffer | null;
+  /** A stream file's own reader for this open. */
+  stream: FileStream | null;
 }
+
+/**
+ * The signal libfuse sends to the daemon when a caller of a pending request
+ * is interrupted (mount option `intr`). SIGURG: its default action is to be
+ * ignored, so no moment before the handler is installed can hurt, and
+ * nothing else in the daemon uses it.
+ */
+const INTERRUPT_SIGNAL = 'SIGURG';
 
 /** FUSE options fuse-native does not offer: added to the -o list it builds. */
 const EXTRA_OPTIONS = [
   'direct_io', // no page cache: every read reaches read(), every write(2) arrives whole
   'big_writes', // up to max_write in one request, so a 4097-byte write is seen as one and refused
   'max_write=131072',
+  // A caller that gets a signal while its request waits (a read of `events`)
+  // is reported: libfuse sends us INTERRUPT_SIGNAL, the daemon's onInterrupt
+  // finds whose read it was. fuse-native passes nothing of it to JavaScript.
+  'intr',
+  `intr_signal=${osConstants.signals[INTERRUPT_SIGNAL]}`,
   'fsname=relayfork',
   'subtype=relayfork', // /proc/self/mountinfo shows fuse.relayfork: how a stale mount is recognised
 ];
@@ -74,7 +90,12 @@ export async function checkFuseDevice(device = '/dev/fuse'): Promise<void> {
   }
 }
 
-export async function mountFs(mountpoint: string, tree: Map<string, Node>): Promise<MountedFs> {
+export interface MountOptions {
+  /** A caller of some pending request was sent a signal (called on the main thread). */
+  onInterrupt?: () => void;
+}
+
+export async function mountFs(mountpoint: string, tree: Map<string, Node>, opts: MountOptions = {}): Promise<MountedFs> {
   const log = logger('fs');
   await checkFuseDevice();
   const Fuse = loadFuse();
@@ -124,6 +145,32 @@ export async function mountFs(mountpoint: string, tree: Map<string, Node>): Prom
     cb(tree.has(path) ? -ERRNO.EPERM : -ERRNO.EACCES);
   };
 
+  /**
+   * A read of a stream file: answered whenever the stream replies, exactly
+   * once (a second reply is a bug of ours, logged and dropped: the kernel's
+   * request is gone by then).
+   */
+  const readStream = (stream: FileStream, path: string, buf: Buffer, len: number, pos: number, cb: (code: number) => void): void => {
+    let answered = false;
+    const reply = (err: unknown, data?: Buffer): void => {
+      if (answered) {
+        log.error({ path, err }, 'a stream replied twice to one read');
+        return;
+      }
+      answered = true;
+      // The buffer is fuse-native's and is valid until cb: copy now.
+      guard('read', path, cb, () => {
+        if (err !== null && err !== undefined) throw err;
+        return data ? data.copy(buf, 0, 0, Math.min(len, data.length)) : 0;
+      });
+    };
+    try {
+      stream.read(pos, len, reply);
+    } catch (err) {
+      reply(err);
+    }
+  };
+
   const ops: FuseOps = {
     getattr(path, cb) {
       const node = tree.get(path);
@@ -151,20 +198,31 @@ export async function mountFs(mountpoint: string, tree: Map<string, Node>): Prom
         const acc = flags & O_ACCMODE;
         const writing = acc === O_WRONLY || acc === O_RDWR;
         const f = node as Extract<Node, { kind: 'file' }>;
+        const b = f.behaviour;
         // Root passes the kernel's mode check on any file: a read-only file
         // must refuse writers itself.
-        if (writing && (!f.behaviour.write || (f.mode & 0o222) === 0)) refuse('EACCES', 'read-only file');
-        const snapshot = acc === O_WRONLY ? null : Buffer.from(f.behaviour.read());
+        if (writing && (isStream(b) || !b.write || (f.mode & 0o222) === 0)) refuse('EACCES', 'read-only file');
+        const stream = isStream(b) ? b.open() : null;
+        const snapshot = isStream(b) || acc === O_WRONLY ? null : Buffer.from(b.read());
         fh = allocFh();
-        handles.set(fh, { path, snapshot });
+        handles.set(fh, { path, snapshot, stream });
         return 0;
       });
     },
-    release(_path, fd, cb) {
+    release(path, fd, cb) {
+      const h = handles.get(fd);
       handles.delete(fd);
-      cb(0);
+      guard('release', path, cb, () => {
+        h?.stream?.release();
+        return 0;
+      });
     },
     read(path, fd, buf, len, pos, cb) {
+      const stream = handles.get(fd)?.stream;
+      if (stream) {
+        readStream(stream, path, buf, len, pos, cb);
+        return;
+      }
       guard('read', path, cb, () => {
         const h = handles.get(fd) ?? refuse('EBADF', 'unknown handle');
         if (!h.snapshot) refuse('EBADF', 'not open for reading');
@@ -177,11 +235,12 @@ export async function mountFs(mountpoint: string, tree: Map<string, Node>): Prom
       guard('write', path, cb, () => {
         if (!handles.has(fd)) refuse('EBADF', 'unknown handle');
         const node = lookup(path);
-        if (node.kind !== 'file' || !node.behaviour.write) refuse('EACCES', 'read-only file');
+        const b = node.kind === 'file' ? node.behaviour : null;
+        if (b === null || isStream(b) || !b.write) refuse('EACCES', 'read-only file');
         if (len > 4096) refuse('EINVAL', 'a write holds at most 4096 bytes');
         // The buffer is fuse-native's and is gone after the callback: decode now.
         const text = buf.toString('utf8', 0, len);
-        (node as Extract<Node, { kind: 'file' }>).behaviour.write!(text);
+        (b as { write(text: string): void }).write(text);
         log.info({ path, text: text.length > 200 ? `${text.slice(0, 200)}…` : text.trimEnd() }, 'written');
         return len;
       });
@@ -221,14 +280,28 @@ export async function mountFs(mountpoint: string, tree: Map<string, Node>): Prom
   const fuse = new RelayforkFuse(mountpoint, ops, {
     allowOther: true, // anyone may read...
     defaultPermissions: true, // ...and the kernel refuses non-root writes by mode
-    // Every operation answers on the spot from memory; a handler that never
-    // answered would be a bug, and its caller gets ETIMEDOUT after 5 s rather
-    // than fuse-native's 15 s.
-    timeout: { default: 5000 },
+    // Every operation but a read answers on the spot from memory; a handler
+    // that never answered would be a bug, and its caller gets ETIMEDOUT after
+    // 5 s rather than fuse-native's 15 s. A read of a stream file waits for
+    // the next fork, as long as it takes, so reads have no timeout: snapshot
+    // reads answer synchronously, and a waiting stream read is answered by a
+    // line, by EINTR when its caller is signalled (opts.onInterrupt), by end
+    // of file when the daemon stops, or by the kernel (ENOTCONN) if the
+    // daemon dies.
+    timeout: { default: 5000, read: false },
   });
-  await new Promise<void>((resolve, reject) => {
-    fuse.mount((err) => (err ? reject(err) : resolve()));
-  });
+  // Before mounting: libfuse installs its own no-op handler only where it
+  // finds the default one.
+  const onInterrupt = (): void => opts.onInterrupt?.();
+  process.on(INTERRUPT_SIGNAL, onInterrupt);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      fuse.mount((err) => (err ? reject(err) : resolve()));
+    });
+  } catch (err) {
+    process.off(INTERRUPT_SIGNAL, onInterrupt);
+    throw err;
+  }
   log.debug({ mountpoint, options: EXTRA_OPTIONS }, 'fuse mounted');
 
   let unmounted = false;
@@ -237,6 +310,7 @@ export async function mountFs(mountpoint: string, tree: Map<string, Node>): Prom
     unmount() {
       if (unmounted) return;
       unmounted = true;
+      process.off(INTERRUPT_SIGNAL, onInterrupt);
       const e = umount2(mountpoint, MNT_DETACH);
       if (e !== 0) log.warn({ mountpoint, errno: e }, 'umount2 failed');
     },

@@ -3,6 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
 import { logFormat, logger } from '../log.js';
+import type { EventsShared } from '../events/ring.js';
 import type { RegistryListener } from '../registry.js';
 import type { SourceRequest } from '../sources/select.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
@@ -13,6 +14,8 @@ export interface RelayOptions {
   signal: number;
   threads: boolean;
   logLevel: string;
+  /** Lines an `events` reader may fall behind (events/ring.ts). */
+  eventsBuffer: number;
 }
 
 export interface RelayCounters {
@@ -40,7 +43,7 @@ export class Relay implements RegistryListener {
   /** Starts the worker and resolves once the source is subscribed. */
   static start(opts: RelayOptions): Promise<Relay> {
     const log = logger('relay');
-    const state = createSharedState(opts.signal);
+    const state = createSharedState(opts.signal, opts.eventsBuffer);
     const config: WorkerConfig = {
       source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, logFormat: logFormat(), state,
     };
@@ -86,6 +89,11 @@ export class Relay implements RegistryListener {
 
   removed(id: number): void {
     this.send({ t: 'remove', id });
+  }
+
+  /** The fork ring the worker appends to while `events` is open. */
+  get events(): EventsShared {
+    return this.state.events;
   }
 
   get signal(): number {

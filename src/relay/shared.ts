@@ -2,7 +2,9 @@ import type { SourceRequest } from '../sources/select.js';
 
 // Memory shared by the main thread and the relay worker. The worker alone
 // writes the counters (plain stores, exact at any read); the main thread alone
-// writes the control slots (Atomics).
+// writes the control slots (Atomics). The events ring has its own rules
+// (events/ring.ts).
+import { createEventsShared, type EventsShared } from '../events/ring.js';
 import type { LogFormat } from '../log.js';
 
 export const Counter = {
@@ -28,12 +30,15 @@ const CONTROLS = 4;
 export interface SharedState {
   counters: Float64Array;
   control: Int32Array;
+  /** The fork ring behind relayfork/events. */
+  events: EventsShared;
 }
 
-export function createSharedState(signal: number): SharedState {
+export function createSharedState(signal: number, eventsBuffer: number): SharedState {
   const state = {
     counters: new Float64Array(new SharedArrayBuffer(COUNTERS * 8)),
     control: new Int32Array(new SharedArrayBuffer(CONTROLS * 4)),
+    events: createEventsShared(eventsBuffer),
   };
   Atomics.store(state.control, Control.signal, signal);
   return state;

@@ -5,6 +5,7 @@
 // counter, so a write that returned before a fork started is always in effect.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { createRootLogger } from '../log.js';
+import { EventsWriter } from '../events/ring.js';
 import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource } from '../sources/netlink.js';
 import { PollSource } from '../sources/poll.js';
@@ -18,6 +19,7 @@ const port = parentPort!;
 const { counters, control } = config.state;
 const log = createRootLogger(config.logLevel, config.logFormat).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
+const events = new EventsWriter(config.state.events);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
 /** The poll source loses forks by design: its losses are summed and logged at most this often. */
@@ -85,6 +87,7 @@ const sink: ForkSink = {
     if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
     if (traceForks) log.trace({ parent: parentTgid, child: childPid, tgid: childTgid }, 'fork');
     fanOut.relay(parentTgid, childPid);
+    events.record(parentTgid, childPid); // one Atomics.load while nobody reads `events`
   },
   lost(count, why) {
     counters[Counter.forksLost]! += count;
