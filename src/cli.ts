@@ -215,8 +215,16 @@ async function main(argv: string[]): Promise<number> {
   }
   const log = configureLogging(args.options!.logLevel as LevelWithSilent, args.logFormat);
   let daemon: Daemon | null = null;
+  // A stop signal during start-up is kept until the mount exists, then acted
+  // on, so it never leaves a half-made mount behind; a second one exits at once.
+  let stopAsked: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals): void => {
-    if (!daemon) process.exit(1); // still starting: nothing mounted to leave behind
+    if (!daemon) {
+      if (stopAsked) process.exit(1);
+      stopAsked = sig;
+      log.info({ signal: sig }, 'stop requested while starting; stopping once mounted');
+      return;
+    }
     log.info({ signal: sig }, 'stopping');
     tellServiceManager('STOPPING=1');
     void daemon.stop(0);
@@ -239,6 +247,7 @@ async function main(argv: string[]): Promise<number> {
     return fatal ? fatal.exitCode : 1;
   }
   tellServiceManager(`READY=1\nSTATUS=serving ${daemon.mountpoint}`);
+  if (stopAsked) onSignal(stopAsked);
   return daemon.done;
 }
 

@@ -435,3 +435,34 @@ describe('relayfork core, real daemon on a real FUSE mount', () => {
     expect(await mountsAt(mnt)).toEqual([]);
   });
 });
+
+describe('a stop signal while the daemon is still starting', () => {
+  afterEach(cleanupAll);
+
+  it('is kept until the mount exists, then unmounts and exits 0: no mount is left behind', async () => {
+    await ensureBuilt();
+    const mnt = await makeMountDir();
+    const { spawn } = await import('node:child_process');
+    const proc = spawn(process.execPath, [CLI, 'mount', mnt, '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.setEncoding('utf8');
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+    // 'fork source ready' comes just before the mount: signal in that window.
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no 'fork source ready' line: ${out}`)), 10_000);
+      proc.stdout.on('data', (c: string) => {
+        out += c;
+        if (out.includes('"fork source ready"')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+    proc.kill('SIGTERM');
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
+    if (code === 'timeout') proc.kill('SIGKILL');
+    expect(code).toBe(0);
+    expect(out).toContain('"unmounted"');
+    expect(await mountsAt(mnt)).toEqual([]);
+  });
+});
