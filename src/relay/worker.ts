@@ -14,7 +14,10 @@ import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } f
 const config = workerData as WorkerConfig;
 const port = parentPort!;
 const { counters, control } = config.state;
-const log = pino({ name: 'relayfork', level: config.logLevel }).child({ module: 'relay' });
+// Synchronous writes: this thread does not return to its event loop while it
+// relays, so pino's default asynchronous destination would send the first line
+// and queue every later one in memory, unwritten, for ever.
+const log = pino({ name: 'relayfork', level: config.logLevel }, pino.destination({ dest: 1, sync: true })).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
