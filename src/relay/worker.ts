@@ -9,6 +9,7 @@ import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource, NetlinkUnavailable } from '../sources/netlink.js';
 import type { ForkSink, ForkSource } from '../sources/source.js';
 import { FanOut, type Target } from './fan-out.js';
+import { LossLog } from './loss-log.js';
 import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } from './shared.js';
 
 const config = workerData as WorkerConfig;
@@ -30,6 +31,8 @@ const fanOut = new FanOut(config.state, {
     log.warn({ registrant: t.pid, errno, dropped: count, droppedTotal: t.dropped }, 'registrant is not taking signals; dropping');
   },
 });
+
+const lossLog = new LossLog(log);
 
 let seenGeneration = -1;
 let pollSetDirty = true;
@@ -66,9 +69,10 @@ const sink: ForkSink = {
     fanOut.relay(parentTgid, childPid);
   },
   lost(count, why) {
+    // Not per fork: a source reports losses per overrun (or per batch while one lasts).
     counters[Counter.forksLost]! += count;
-    counters[Counter.lossEvents]!++;
-    log.warn({ lost: count, why, lostTotal: counters[Counter.forksLost] }, 'forks lost');
+    lossLog.report(count, why, Date.now());
+    counters[Counter.lossEvents] = lossLog.episodes;
   },
 };
 
@@ -120,6 +124,8 @@ async function run(): Promise<void> {
           if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
         }
       }
+      const now = Date.now();
+      lossLog.tick(now, counters[Counter.forksLost]!);
       if (source.fd !== null) {
         if ((pfds.readInt16LE(6) & (POLLIN | POLLERR)) !== 0) source.drain(sink);
       } else if (Date.now() >= nextTick) {
