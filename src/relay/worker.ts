@@ -10,6 +10,7 @@ import { NetlinkSource, NetlinkUnavailable } from '../sources/netlink.js';
 import type { ForkSink, ForkSource } from '../sources/source.js';
 import { FanOut, type Target } from './fan-out.js';
 import { LossLog } from './loss-log.js';
+import { defaultDeps, PendingWatch } from './pending-watch.js';
 import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } from './shared.js';
 
 const config = workerData as WorkerConfig;
@@ -32,6 +33,7 @@ const fanOut = new FanOut(config.state, {
   },
 });
 
+const pendingWatch = new PendingWatch(fanOut.targets, defaultDeps(log));
 const lossLog = new LossLog(log);
 
 let seenGeneration = -1;
@@ -42,10 +44,11 @@ function syncRegistry(): void {
   for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
     const msg = m.message as ToWorker;
     if (msg.t === 'add') {
-      fanOut.add(msg.id, msg.pid, msg.pidfd);
+      pendingWatch.added(fanOut.add(msg.id, msg.pid, msg.pidfd));
     } else {
       const t = fanOut.remove(msg.id);
       if (t) close(t.pidfd);
+      pendingWatch.removed();
     }
   }
   pollSetDirty = true;
@@ -55,6 +58,7 @@ function drop(id: number, why: 'exit' | 'esrch'): void {
   const t = fanOut.remove(id);
   if (!t) return;
   close(t.pidfd);
+  pendingWatch.removed();
   counters[Counter.registrantsPruned]!++;
   pollSetDirty = true;
   log.info({ registrant: t.pid, why }, 'registrant gone');
@@ -126,6 +130,7 @@ async function run(): Promise<void> {
       }
       const now = Date.now();
       lossLog.tick(now, counters[Counter.forksLost]!);
+      pendingWatch.tick(now);
       if (source.fd !== null) {
         if ((pfds.readInt16LE(6) & (POLLIN | POLLERR)) !== 0) source.drain(sink);
       } else if (Date.now() >= nextTick) {
