@@ -20,6 +20,8 @@ export interface Receiver {
   signals: Sig[];
   /** Resolves (with all signals so far) once pred(signals) holds; rejects after timeoutMs. */
   waitFor(pred: (signals: readonly Sig[]) => boolean, timeoutMs?: number): Promise<Sig[]>;
+  /** A --stuck receiver starts reading its signals. */
+  unstick(): void;
   /** Closes its stdin (it exits 0 on EOF) and waits; SIGKILLs it if that takes over 3 s. */
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   exitInfo(): { code: number | null; signal: NodeJS.Signals | null } | null;
@@ -28,10 +30,27 @@ export interface Receiver {
 
 const receivers = new Set<Receiver>();
 
-export async function startReceiver(signo: number | number[], readyTimeoutMs = 5000): Promise<Receiver> {
+export interface ReceiverOptions {
+  /** Block the signals but leave them queued, unread, until unstick(). */
+  stuck?: boolean;
+  /**
+   * Start it through this command (e.g. a helper that picks its PID): spawned as
+   * launcher[0] with launcher[1..] then the receiver's own argv; the receiver's
+   * PID is then the one in its `ready` line, not the launcher's.
+   */
+  launcher?: string[];
+}
+
+export async function startReceiver(
+  signo: number | number[],
+  readyTimeoutMs = 5000,
+  opts: ReceiverOptions = {},
+): Promise<Receiver> {
   const bin = await compileHelper('receiver');
   const signos = Array.isArray(signo) ? signo : [signo];
-  const proc = spawn(bin, signos.map(String), { stdio: ['pipe', 'pipe', 'pipe'] });
+  const argv = [bin, ...(opts.stuck ? ['--stuck'] : []), ...signos.map(String)];
+  const [cmd, ...args] = opts.launcher ? [...opts.launcher, ...argv] : argv;
+  const proc = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
 
   const signals: Sig[] = [];
   let err = '';
@@ -112,6 +131,9 @@ export async function startReceiver(signo: number | number[], readyTimeoutMs = 5
 
   const receiver: Receiver = {
     pid: proc.pid ?? -1,
+    unstick() {
+      proc.stdin!.write('read\n');
+    },
     proc,
     signals,
     waitFor,
@@ -133,8 +155,14 @@ export async function startReceiver(signo: number | number[], readyTimeoutMs = 5
     const check = () => {
       if (readyPid !== null) {
         finish();
-        if (readyPid !== proc.pid) reject(new Error(`receiver reported pid ${readyPid}, spawned ${proc.pid}`));
-        else resolve();
+        if (opts.launcher) {
+          receiver.pid = readyPid;
+          resolve();
+        } else if (readyPid !== proc.pid) {
+          reject(new Error(`receiver reported pid ${readyPid}, spawned ${proc.pid}`));
+        } else {
+          resolve();
+        }
       } else if (exit !== null) {
         finish();
         reject(new Error(`receiver exited (${JSON.stringify(exit)}) before ready: ${err}`));
