@@ -2,7 +2,7 @@
 // and the fan-out, tells it about registry changes, reads its counters.
 import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
-import { logger } from '../log.js';
+import { logger, writeLogLine } from '../log.js';
 import type { RegistryListener } from '../registry.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
 
@@ -54,6 +54,9 @@ export class Relay implements RegistryListener {
             break;
           case 'exited':
             relay?.onExited(m.id, m.pid);
+            break;
+          case 'log':
+            writeLogLine(m.line);
             break;
           case 'failed': {
             const err = new Error(m.message);

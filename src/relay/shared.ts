@@ -46,7 +46,9 @@ export type FromWorker =
   | { t: 'ready'; source: string; detail: Record<string, unknown> }
   | { t: 'unavailable'; source: string; reason: string }
   | { t: 'exited'; id: number; pid: number; why: 'exit' | 'esrch' }
-  | { t: 'failed'; message: string; stack?: string };
+  | { t: 'failed'; message: string; stack?: string }
+  /** A log line (pino JSON, with its newline) for the main thread to write. */
+  | { t: 'log'; line: string };
 
 export interface WorkerConfig {
   source: 'netlink';

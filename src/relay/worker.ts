@@ -16,11 +16,12 @@ import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } f
 const config = workerData as WorkerConfig;
 const port = parentPort!;
 const { counters, control } = config.state;
-// Synchronous writes: this thread does not return to its event loop while it
-// relays, so pino's default asynchronous destination would send the first line
-// and queue every later one in memory, unwritten, for ever.
-const log = pino({ name: 'relayfork', level: config.logLevel }, pino.destination({ dest: 1, sync: true })).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
+// Each line goes to the main thread, which writes it with its own. This thread
+// does not return to its event loop while it relays, so pino's asynchronous
+// destination would write the first line and queue every later one in memory
+// for ever; a synchronous one would stall the relay whenever stdout is full.
+const log = pino({ name: 'relayfork', level: config.logLevel }, { write: (line: string) => post({ t: 'log', line }) }).child({ module: 'relay' });
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
 
