@@ -247,6 +247,30 @@ describe('a registrant that never reads', () => {
   }, 180_000);
 });
 
+describe('a log reader that stops reading', () => {
+  it('does not stall the relay: forks reach registrants while stdout is full', async () => {
+    const d = await startDaemon();
+    const r = await startReceiver(34);
+    d.proc.stdout!.pause();
+    // Fill the pipe with debug lines: refused writes.
+    for (let i = 0; i < 3000; i++) expect(await writeCtl(processesOf(d), 'abc '.repeat(40))).toBe('EINVAL');
+    // Registrants that come and go make the relay worker log ("registrant gone").
+    for (let i = 0; i < 20; i++) {
+      const gone = await startReceiver(34);
+      expect(await writeCtl(processesOf(d), `${gone.pid}\n`)).toBeNull();
+      await gone.stop();
+    }
+    expect(await writeCtl(processesOf(d), `${r.pid}\n`)).toBeNull();
+    const children: number[] = [];
+    for (let i = 0; i < 5; i++) children.push(await forkTrue());
+    await r.waitFor((s) => children.every((c) => s.some((x) => x.value === c)), 5000);
+
+    d.proc.stdout!.resume();
+    await d.waitForLog((l) => l.msg === 'registrant gone', 5000);
+    expect(await d.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+  }, 60_000);
+});
+
 describe('clean stop under load', () => {
   it('SIGTERM in a storm with registrants and readers: exit 0 within seconds, unmounted, nothing left running', async () => {
     const d = await startDaemon();
