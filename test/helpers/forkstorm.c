@@ -1,5 +1,5 @@
 /*
- * forkstorm [-p PROCS] [-n FORKS | -t SECONDS] [-r RATE]
+ * forkstorm [-p PROCS] [-n FORKS | -t SECONDS] [-r RATE] [-v]
  *
  * A fork storm for the reliability tests and the soak script. PROCS worker
  * processes (default 1) each vfork() a child that _exit(0)s at once and reap it,
@@ -9,6 +9,7 @@
  * On stdout, each line flushed at once:
  *   worker <pid>            one per worker, before its first fork
  *   ready                   every worker has started
+ *   forks <forks> <ms>      with -v, once a second: forks so far, milliseconds since start
  *   done <forks> <ms>       total forks made by all workers, elapsed milliseconds
  *
  * It exits 0 after "done"; SIGTERM or SIGINT ends the storm early (still printing
@@ -47,15 +48,17 @@ static long parse(const char *what, const char *s) {
 
 int main(int argc, char **argv) {
   long procs = 1, forks = -1, seconds = -1, rate = 0;
+  int verbose = 0;
   int opt;
-  while ((opt = getopt(argc, argv, "p:n:t:r:")) != -1) {
+  while ((opt = getopt(argc, argv, "p:n:t:r:v")) != -1) {
     switch (opt) {
       case 'p': procs = parse("-p", optarg); break;
       case 'n': forks = parse("-n", optarg); break;
       case 't': seconds = parse("-t", optarg); break;
       case 'r': rate = parse("-r", optarg); break;
+      case 'v': verbose = 1; break;
       default:
-        fprintf(stderr, "usage: forkstorm [-p PROCS] [-n FORKS | -t SECONDS] [-r RATE]\n");
+        fprintf(stderr, "usage: forkstorm [-p PROCS] [-n FORKS | -t SECONDS] [-r RATE] [-v]\n");
         return 2;
     }
   }
@@ -140,16 +143,29 @@ int main(int argc, char **argv) {
   printf("ready\n");
   fflush(stdout);
 
-  for (long w = 0; w < procs; w++) {
+  long running = procs;
+  double last_report = now_s();
+  while (running > 0) {
     int status;
-    while (waitpid(workers[w], &status, 0) < 0) {
-      if (errno == EINTR) {
-        if (stop) {
-          for (long k = 0; k < procs; k++) kill(workers[k], SIGTERM);
-        }
-        continue;
-      }
-      break;
+    pid_t pid = waitpid(-1, &status, verbose ? WNOHANG : 0);
+    if (pid > 0) {
+      running--;
+      continue;
+    }
+    if (pid < 0 && errno != EINTR) break;
+    if (stop) {
+      for (long k = 0; k < procs; k++) kill(workers[k], SIGTERM);
+    }
+    if (verbose && now_s() - last_report >= 1.0) {
+      long sum = 0;
+      for (long w = 0; w < procs; w++) sum += counts[w];
+      printf("forks %ld %ld\n", sum, (long)((now_s() - start) * 1000));
+      fflush(stdout);
+      last_report = now_s();
+    }
+    if (pid == 0) {
+      struct timespec ts = { 0, 50 * 1000 * 1000 };
+      nanosleep(&ts, NULL);
     }
   }
   long total = 0;
