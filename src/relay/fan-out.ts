@@ -49,8 +49,12 @@ export interface Target {
   limit: number;
 }
 
-/** Before the pending watch has read a registrant's limits. */
-export const INITIAL_CAP = 1024;
+/**
+ * A registrant whose /proc/PID/status the pending watch has not read (it reads
+ * it as the registrant is added, and again at every check until it can): not
+ * capped, since nothing is known of its user's queue.
+ */
+export const UNWATCHED_CAP = Infinity;
 
 export interface FanOutEvents {
   /** The registrant's process is gone (ESRCH): stop sending, tell the registry. */
@@ -75,8 +79,8 @@ export class FanOut {
   add(id: number, pid: number, pidfd: number): Target {
     const t: Target = {
       id, pid, pidfd, dropped: 0, droppedSinceLog: 0, lastDropLog: 0,
-      unconfirmed: 0, cap: INITIAL_CAP, sigs: 0,
-      soft: INITIAL_CAP >> 1, pendingSince: 0, held: false, heldSince: 0, droppedAtHold: 0, uid: -1, limit: 0,
+      unconfirmed: 0, cap: UNWATCHED_CAP, sigs: 0,
+      soft: UNWATCHED_CAP, pendingSince: 0, held: false, heldSince: 0, droppedAtHold: 0, uid: -1, limit: 0,
     };
     this.targets.push(t);
     return t;

@@ -21,7 +21,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { pidfdExited } from '../kernel/syscalls.js';
-import { INITIAL_CAP, type Target } from './fan-out.js';
+import { UNWATCHED_CAP, type Target } from './fan-out.js';
 
 export const CHECK_MS = 100;
 export const STUCK_MS = 2000;
@@ -218,9 +218,9 @@ export class PendingWatch {
     }
     for (const t of this.targets) {
       const u = t.uid < 0 ? undefined : perUser.get(t.uid);
-      const cap = u ? Math.max(1, Math.floor(u.limit / QUOTA_SHARE / u.n)) : INITIAL_CAP;
+      const cap = u ? Math.max(1, Math.floor(u.limit / QUOTA_SHARE / u.n)) : UNWATCHED_CAP;
       t.cap = t.held ? 0 : cap;
-      t.soft = Math.max(1, cap >> 1);
+      t.soft = u ? Math.max(1, Math.floor(cap / 2)) : UNWATCHED_CAP;
     }
   }
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { INITIAL_CAP, type Target } from '../../src/relay/fan-out.js';
+import { UNWATCHED_CAP, type Target } from '../../src/relay/fan-out.js';
 import { CHECK_MS, parseStatus, PendingWatch, PROBE_MS, QUOTA_SHARE, STUCK_MS, type SigStatus, type WatchDeps } from '../../src/relay/pending-watch.js';
 
 // The pending watch's decisions on a fake clock and fake /proc/PID/status
@@ -9,8 +9,8 @@ import { CHECK_MS, parseStatus, PendingWatch, PROBE_MS, QUOTA_SHARE, STUCK_MS, t
 function target(id: number, pid: number): Target {
   return {
     id, pid, pidfd: -1, dropped: 0, droppedSinceLog: 0, lastDropLog: 0,
-    unconfirmed: 0, cap: INITIAL_CAP, sigs: 0,
-    soft: INITIAL_CAP >> 1, pendingSince: 0, held: false, heldSince: 0, droppedAtHold: 0, uid: -1, limit: 0,
+    unconfirmed: 0, cap: UNWATCHED_CAP, sigs: 0,
+    soft: UNWATCHED_CAP, pendingSince: 0, held: false, heldSince: 0, droppedAtHold: 0, uid: -1, limit: 0,
   };
 }
 
@@ -237,6 +237,25 @@ describe('PendingWatch', () => {
     watch.added(t);
     expect(send(t, 5_000)).toBe(1_000);
     expect(t.dropped).toBe(4_000);
+  });
+
+  it('does not cap a registrant whose status it cannot read, and keeps trying', () => {
+    const w = new World();
+    const t = target(1, 10);
+    const watch = new PendingWatch([t], w);
+    watch.added(t); // no status for 10
+    expect(t.cap).toBe(Infinity);
+    expect(send(t, 5_000)).toBe(5_000);
+    w.reads = [];
+    w.clock += CHECK_MS;
+    watch.tick(w.clock);
+    expect(w.reads).toEqual([10]);
+    expect(t.held).toBe(false);
+    w.set(10, false, 0, 4_000);
+    w.clock += CHECK_MS;
+    watch.tick(w.clock);
+    expect(t.cap).toBe(1_000);
+    expect(t.unconfirmed).toBe(0);
   });
 
   it('ignores a reading when the pidfd says the process is gone (its PID may be another’s now)', () => {
