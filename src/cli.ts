@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
-import { configureLogging } from './log.js';
+import { configureLogging, flushLogs } from './log.js';
 import type { LevelWithSilent } from 'pino';
 
 const PKG_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -135,10 +135,11 @@ async function main(argv: string[]): Promise<number> {
   return daemon.done;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`relayfork: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+// The last log lines get a moment to reach stdout, but a stdout that is not
+// read (or gone) never holds up the exit.
+const exit = (code: number): Promise<never> => flushLogs(1000).then(() => process.exit(code));
+
+main(process.argv.slice(2)).then(exit, (err: unknown) => {
+  process.stderr.write(`relayfork: ${err instanceof Error ? err.message : String(err)}\n`);
+  return exit(1);
+});

@@ -247,8 +247,17 @@ describe('a registrant that never reads', () => {
   }, 180_000);
 });
 
-describe('a log reader that stops reading', () => {
-  it('does not stall the relay: forks reach registrants while stdout is full', async () => {
+/** SIGTERM; resolves with the exit status and how long it took, from the process's own exit (not its pipes'). */
+function terminate(d: Daemon): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    d.proc.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - t0 }));
+    d.proc.kill('SIGTERM');
+  });
+}
+
+describe('a log reader that stops reading, or goes away', () => {
+  it('does not stall the relay while stdout is full, nor the exit', async () => {
     const d = await startDaemon();
     const r = await startReceiver(34);
     d.proc.stdout!.pause();
@@ -264,10 +273,34 @@ describe('a log reader that stops reading', () => {
     const children: number[] = [];
     for (let i = 0; i < 5; i++) children.push(await forkTrue());
     await r.waitFor((s) => children.every((c) => s.some((x) => x.value === c)), 5000);
-
+    // Read again, the worker's lines come out too.
     d.proc.stdout!.resume();
-    await d.waitForLog((l) => l.msg === 'registrant gone', 5000);
-    expect(await d.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    await d.waitForLog((l) => l.msg === 'registrant gone', 10_000);
+
+    // Nobody reading again: SIGTERM exits anyway, after a bounded wait for the log
+    // (what is still queued then is lost).
+    d.proc.stdout!.pause();
+    for (let i = 0; i < 3000; i++) expect(await writeCtl(processesOf(d), 'abc '.repeat(40))).toBe('EINVAL');
+    const exit = await terminate(d);
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect(exit.ms).toBeLessThan(5000);
+    d.proc.stdout!.resume();
+    await d.exited;
+    expect(await mountsAt(d.mnt)).toEqual([]);
+  }, 60_000);
+
+  it('exits 0 on SIGTERM after its log reader has gone away', async () => {
+    const d = await startDaemon();
+    d.proc.stdout!.destroy(); // the reader is gone: every write is EPIPE from now on
+    for (let i = 0; i < 500; i++) expect(await writeCtl(processesOf(d), 'abc '.repeat(40))).toBe('EINVAL');
+    const r = await startReceiver(34);
+    expect(await writeCtl(processesOf(d), `${r.pid}\n`)).toBeNull();
+    const child = await forkTrue();
+    await r.waitFor((s) => s.some((x) => x.value === child));
+    const exit = await terminate(d);
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect(exit.ms).toBeLessThan(5000);
+    expect(await mountsAt(d.mnt)).toEqual([]);
   }, 60_000);
 });
 
