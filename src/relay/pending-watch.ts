@@ -14,8 +14,9 @@
 //
 // A registrant is held (sent nothing until it has drained) when ours has stayed
 // pending at every check for STUCK_MS, or when it reaches half its cap, but only
-// after a probe: the relay stops sending for up to PROBE_MS and looks again, so
-// a reader that is merely busy in a storm drains and goes on receiving. Checks
+// after a probe: the relay stops sending for PROBE_MS (longer, up to
+// PROBE_MAX_MS, while the user's queue keeps shrinking) and looks again, so a
+// reader that is merely busy in a storm drains and goes on receiving. Checks
 // run at most every CHECK_MS, from the relay's loop, never per fork, and read
 // /proc only for registrants sent something since they were last seen drained.
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -26,6 +27,8 @@ import { UNWATCHED_CAP, type Target } from './fan-out.js';
 export const CHECK_MS = 100;
 export const STUCK_MS = 2000;
 export const PROBE_MS = 20;
+/** A probe goes on while the user's queue keeps shrinking (a reader at work), up to this. */
+export const PROBE_MAX_MS = 200;
 const PROBE_STEP_MS = 2;
 /** Registrants of one user may hold at most limit / QUOTA_SHARE of its queue. */
 export const QUOTA_SHARE = 4;
@@ -149,19 +152,30 @@ export class PendingWatch {
   }
 
   /**
-   * Stops sending (the relay is blocked here) and looks again for up to
-   * PROBE_MS: a registrant that reads drains in that time. The rest are held.
+   * Stops sending (the relay is blocked here) and looks again: a registrant
+   * that reads drains. The probe lasts PROBE_MS, and goes on (up to
+   * PROBE_MAX_MS) while some suspect's user queue keeps shrinking, so a reader
+   * with a long backlog is given the time to work through it. The rest are held.
    */
   private probe(suspects: Target[], now: number): void {
-    const deadline = now + PROBE_MS;
+    const start = this.deps.now();
+    let deadline = start + PROBE_MS;
+    const queued = new Map<Target, number>();
     let left = suspects;
     while (left.length > 0 && this.deps.now() < deadline) {
       this.deps.sleep(PROBE_STEP_MS);
+      let progress = false;
       left = left.filter((t) => {
-        const pending = this.sample(t);
-        if (pending === false) this.drained(t, this.deps.now());
-        return pending === true;
+        const st = this.read(t);
+        if (st === null) return false; // gone
+        const before = queued.get(t);
+        if (before !== undefined && st.queued < before) progress = true;
+        queued.set(t, st.queued);
+        if ((st.pendingRt & t.sigs) !== 0) return true;
+        this.drained(t, this.deps.now());
+        return false;
       });
+      if (progress) deadline = Math.min(this.deps.now() + PROBE_MS, start + PROBE_MAX_MS);
     }
     for (const t of left) this.hold(t, now);
   }
@@ -194,13 +208,19 @@ export class PendingWatch {
    * it cannot be read or the process is gone.
    */
   private sample(t: Target): boolean | null {
+    const st = this.read(t);
+    return st === null ? null : (st.pendingRt & t.sigs) !== 0;
+  }
+
+  /** Its status, with its user and limit noted; null when unreadable or gone. */
+  private read(t: Target): SigStatus | null {
     const st = this.deps.readStatus(t.pid);
     // Read first, then check the pidfd: alive afterwards means the PID was still
     // this process's while it was read.
     if (st === null || !this.deps.alive(t)) return null;
     t.uid = st.uid;
     t.limit = Math.min(st.limit, LIMIT_CEILING);
-    return (st.pendingRt & t.sigs) !== 0;
+    return st;
   }
 
   /** Shares limit / QUOTA_SHARE of each user's queue among that user's registrants. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { UNWATCHED_CAP, type Target } from '../../src/relay/fan-out.js';
-import { CHECK_MS, parseStatus, PendingWatch, PROBE_MS, QUOTA_SHARE, STUCK_MS, type SigStatus, type WatchDeps } from '../../src/relay/pending-watch.js';
+import { CHECK_MS, parseStatus, PendingWatch, PROBE_MAX_MS, PROBE_MS, QUOTA_SHARE, STUCK_MS, type SigStatus, type WatchDeps } from '../../src/relay/pending-watch.js';
 
 // The pending watch's decisions on a fake clock and fake /proc/PID/status
 // readings; the fan-out's part (count, cap) is played by send() below.
@@ -227,6 +227,40 @@ describe('PendingWatch', () => {
     expect(w.clock - before - CHECK_MS).toBeGreaterThanOrEqual(PROBE_MS); // it did wait
     expect(w.clock - before - CHECK_MS).toBeLessThanOrEqual(PROBE_MS + 5);
     expect(w.lines[0]).toMatchObject({ level: 'warn', obj: { registrant: 10, unread: 600 } });
+  });
+
+  it('gives a reader working through a long backlog more time, as long as its user’s queue keeps shrinking', () => {
+    const w = new World();
+    const slow = target(1, 10);
+    const watch = new PendingWatch([slow], w);
+    w.set(10, false, 0, 96_000);
+    watch.added(slow);
+    send(slow, 13_000); // over half its cap (12k): it will be probed
+    let backlog = 13_000;
+    const status = () => w.status.set(10, { uid: 0, queued: backlog, limit: 96_000, pendingRt: backlog > 0 ? 1 : 0 });
+    status();
+    const start = w.clock;
+    w.onSleep = () => {
+      backlog = Math.max(0, backlog - 200); // 200 per 2 ms: 130 ms to drain
+      status();
+    };
+    w.clock += CHECK_MS;
+    watch.tick(w.clock);
+    expect(slow.held).toBe(false);
+    expect(slow.unconfirmed).toBe(0);
+    expect(w.clock - start - CHECK_MS).toBeGreaterThan(PROBE_MS);
+    expect(w.clock - start - CHECK_MS).toBeLessThanOrEqual(PROBE_MAX_MS);
+
+    // One that makes no progress is held after PROBE_MS, however long its backlog.
+    send(slow, 13_000);
+    backlog = 13_000;
+    w.onSleep = () => {};
+    status();
+    const before = w.clock;
+    w.clock += CHECK_MS;
+    watch.tick(w.clock);
+    expect(slow.held).toBe(true);
+    expect(w.clock - before - CHECK_MS).toBeLessThanOrEqual(PROBE_MS + 2);
   });
 
   it('never queues more than the cap between checks', () => {
