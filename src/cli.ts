@@ -7,7 +7,7 @@ import { parseSignal, DEFAULT_SIGNAL } from './control/grammar.js';
 import { DEFAULT_EVENTS_BUFFER, MAX_EVENTS_BUFFER } from './events/ring.js';
 import { startDaemon, type Daemon } from './daemon.js';
 import { FatalError, RelayError } from './errors.js';
-import { configureLogging, defaultLogFormat, LOG_FORMATS, type LogFormat } from './log.js';
+import { configureLogging, defaultLogFormat, flushLogs, LOG_FORMATS, type LogFormat } from './log.js';
 import { tellServiceManager } from './sd-notify.js';
 import { DEFAULT_POLL_INTERVAL_MS, MAX_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS } from './sources/poll.js';
 import { SOURCE_REQUESTS, type SourceRequest } from './sources/select.js';
@@ -251,10 +251,11 @@ async function main(argv: string[]): Promise<number> {
   return daemon.done;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`relayfork: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+// The last log lines get a moment to reach stdout, but a stdout that is not
+// read (or gone) never holds up the exit.
+const exit = (code: number): Promise<never> => flushLogs(1000).then(() => process.exit(code));
+
+main(process.argv.slice(2)).then(exit, (err: unknown) => {
+  process.stderr.write(`relayfork: ${err instanceof Error ? err.message : String(err)}\n`);
+  return exit(1);
+});

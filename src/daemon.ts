@@ -176,7 +176,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (unmount) fs.unmount();
     await relay.stop();
     registry.clear();
-    log.info({ mountpoint }, 'unmounted');
+    log.info({ mountpoint, ...relay.counters() }, 'unmounted');
     resolveDone(code);
   };
 

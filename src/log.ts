@@ -2,34 +2,36 @@ import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 import type PinoPretty from 'pino-pretty';
+import { LogSink } from './log-sink.js';
 
 // One root logger for the daemon; each module takes a child named for itself.
 // Lines go to stdout: pino's JSON by default (the journal and the tests read
 // it), or, for a person at a terminal, the same records through pino-pretty as
-// one readable line each. pino-pretty runs as a synchronous stream in the same
-// thread (no transport worker), so a line is written before the call returns,
-// exactly as in JSON mode. Readable one-line errors for people go to stderr from
-// the CLI, not through here.
+// one readable line each. Readable one-line errors for people go to stderr
+// from the CLI, not through here.
+// Every line goes through a LogSink rather than pino's own destination: it
+// never blocks, bounds what a reader that stops reading can cost, and cannot
+// hang the exit (see log-sink.ts). The relay worker's lines come through it
+// too: the worker hands its JSON lines to this thread (writeLogLine).
 
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
+const sink = new LogSink(1);
 let format: LogFormat = 'json';
+let pretty: { write(line: string): unknown } | null = null;
 
 /** The format when none is asked for: pretty on a terminal, JSON otherwise. */
 export function defaultLogFormat(stdoutIsTTY: boolean = isatty(1)): LogFormat {
   return stdoutIsTTY ? 'pretty' : 'json';
 }
 
-/** A root logger writing to stdout in `fmt`. Each thread builds its own. */
-export function createRootLogger(level: string, fmt: LogFormat): Logger {
-  if (fmt === 'json') return pino({ name: 'relayfork', level });
+function prettyStream(): { write(line: string): unknown } {
   // Loaded only when asked for: a service logging JSON never pays for it.
-  const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
-  const stream = pretty({
+  const build = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+  return build({
     sync: true,
-    destination: 1,
-    // fd 1 itself, not process.stdout: in the relay worker that is a pipe to the main thread.
+    destination: { write: (s: string) => sink.write(s) } as unknown as NodeJS.WritableStream,
     colorize: isatty(1) && !('NO_COLOR' in process.env),
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,
@@ -37,7 +39,13 @@ export function createRootLogger(level: string, fmt: LogFormat): Logger {
     ignore: 'pid,hostname,name,module,err',
     messageFormat: prettyMessage,
   });
-  return pino({ name: 'relayfork', level }, stream);
+}
+
+/** A root logger writing to stdout in `fmt`, through the sink. */
+export function createRootLogger(level: string, fmt: LogFormat): Logger {
+  if (fmt === 'json') return pino({ name: 'relayfork', level }, sink);
+  pretty ??= prettyStream();
+  return pino({ name: 'relayfork', level }, pretty as unknown as pino.DestinationStream);
 }
 
 interface ErrFields {
@@ -67,11 +75,21 @@ export function configureLogging(level: LevelWithSilent, fmt: LogFormat = defaul
   return root;
 }
 
-/** The format chosen at start; the relay worker builds its root logger with it. */
-export function logFormat(): LogFormat {
-  return format;
-}
-
 export function logger(module: string): Logger {
   return root.child({ module });
+}
+
+/** Writes a JSON line formatted by another thread's logger (the relay worker's), in this format. */
+export function writeLogLine(line: string): void {
+  if (format === 'pretty') {
+    pretty ??= prettyStream();
+    pretty.write(line);
+  } else {
+    sink.write(line);
+  }
+}
+
+/** Lets queued lines go out before exiting, waiting at most timeoutMs. */
+export function flushLogs(timeoutMs = 1000): Promise<void> {
+  return sink.drain(timeoutMs);
 }

@@ -58,34 +58,48 @@ export class Registry {
   }
 
   /**
-   * Applies a parsed write all or nothing: every registration is checked (and
-   * its pidfd opened) before any takes effect; on error nothing changes.
+   * Applies a parsed write all or nothing, token by token in order (so
+   * `-PID PID` re-registers PID at the end of the list): every registration is
+   * checked, and its pidfd opened, before any takes effect; on error nothing
+   * changes.
    */
   apply(commands: readonly ProcessCommand[]): void {
-    const opened = new Map<number, number>(); // pid → new pidfd, for PIDs not yet registered
+    // A registrant named here that died, its exit not reported yet, goes now
+    // (whatever the outcome: it is gone either way).
+    for (const { pid } of commands) {
+      const r = this.byPid.get(pid);
+      if (r && pidfdExited(r.pidfd)) this.exited(r.id);
+    }
+    // Then the write is played on a copy of the membership, opening a pidfd
+    // for each PID it would add: that is where every check happens.
+    const member = new Set(this.byPid.keys());
+    const opened = new Map<number, number>(); // pid → pidfd, for PIDs this write adds
     try {
       for (const { op, pid } of commands) {
-        if (op !== 'register' || opened.has(pid)) continue;
-        const current = this.byPid.get(pid);
-        if (current && !pidfdExited(current.pidfd)) continue; // registered and alive: no change
-        if (current) this.exited(current.id); // died and its exit is not reported yet: prune now
-        opened.set(pid, this.open(pid));
+        if (op === 'unregister') {
+          member.delete(pid);
+        } else if (!member.has(pid)) {
+          if (!opened.has(pid)) opened.set(pid, this.open(pid));
+          member.add(pid);
+        }
       }
     } catch (err) {
       for (const fd of opened.values()) close(fd);
       throw err;
     }
-    for (const { op, pid } of commands) {
-      if (op === 'register') {
+    try {
+      for (const { op, pid } of commands) {
+        if (op === 'unregister') {
+          this.remove(pid);
+          continue;
+        }
+        if (this.byPid.has(pid)) continue; // registered: no change
         const fd = opened.get(pid);
-        if (fd === undefined || this.byPid.has(pid)) continue;
-        opened.delete(pid);
-        this.add(pid, fd);
-      } else {
-        this.remove(pid);
+        if (fd !== undefined) this.add(pid, dupCloexec(fd));
       }
+    } finally {
+      for (const fd of opened.values()) close(fd);
     }
-    for (const fd of opened.values()) close(fd); // registered and unregistered in one write
   }
 
   /** The fan-out saw this registrant's process end (pidfd readable, or ESRCH). */
@@ -140,6 +154,7 @@ export class Registry {
     return fd;
   }
 
+  /** Takes ownership of `pidfd`. */
   private add(pid: number, pidfd: number): void {
     const id = this.nextId++;
     this.byPid.set(pid, { id, pid, pidfd });

@@ -106,6 +106,24 @@ describe('registry', () => {
     expect(rec.fds.size).toBe(0);
   });
 
+  it('applies the tokens of one write in order: -PID PID re-registers at the end, PID -PID PID registers', () => {
+    const rec = new Recorder();
+    const reg = new Registry(rec);
+    const [a, b] = [sleeper(), sleeper()];
+    reg.apply([{ op: 'register', pid: a }, { op: 'register', pid: b }]);
+    reg.apply([{ op: 'unregister', pid: a }, { op: 'register', pid: a }]);
+    expect(reg.pids()).toEqual([b, a]);
+    reg.apply([{ op: 'unregister', pid: b }, { op: 'register', pid: b }, { op: 'unregister', pid: b }]);
+    expect(reg.pids()).toEqual([a]);
+    reg.apply([{ op: 'register', pid: b }, { op: 'unregister', pid: b }, { op: 'register', pid: b }]);
+    expect(reg.pids()).toEqual([a, b]);
+    // Every registrant the listener holds is a live pidfd, one per registered PID.
+    expect(rec.fds.size).toBe(2);
+    for (const fd of rec.fds.values()) expect(pidfdExited(fd)).toBe(false);
+    reg.clear();
+    expect(rec.fds.size).toBe(0);
+  });
+
   it('prunes a registrant whose exit the fan-out reports, once', () => {
     const rec = new Recorder();
     const reg = new Registry(rec);

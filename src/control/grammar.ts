@@ -48,18 +48,21 @@ const NAME = /^(?:SIG)?RT(MIN|MAX)(?:([+-])([0-9]+))?$/i;
  */
 export function parseSignal(text: string): number {
   if (Buffer.byteLength(text) > MAX_WRITE) throw invalid(`a write holds at most ${MAX_WRITE} bytes`);
-  const token = text.trim();
-  if (token.length === 0) throw invalid('nothing to do: write a signal number or name');
-  if (/[ \t\n\v\f\r]/.test(token)) throw invalid('write one signal');
+  // The same white space as processes (isspace(3)), not String.trim()'s
+  // Unicode set: "40\u00a0" is not a signal.
+  const tokens = text.split(SPACE).filter((t) => t.length > 0);
+  if (tokens.length === 0) throw invalid('nothing to do: write a signal number or name');
+  if (tokens.length > 1) throw invalid('write one signal');
+  const token = tokens[0]!;
   let signo: number;
   if (/^[0-9]+$/.test(token)) {
-    signo = token.length > 4 ? Infinity : Number(token);
+    signo = decimal(token);
   } else {
     const m = NAME.exec(token);
     if (!m) throw invalid(`not a real-time signal: ${JSON.stringify(token)}`);
     const base = m[1]!.toUpperCase() === 'MIN' ? SIGRT_FIRST : SIGRT_LAST;
     const sign = m[2];
-    const n = m[3] === undefined ? 0 : m[3].length > 4 ? Infinity : Number(m[3]);
+    const n = m[3] === undefined ? 0 : decimal(m[3]);
     if (base === SIGRT_FIRST && sign === '-') throw invalid('SIGRTMIN can only be counted up (RTMIN+n)');
     if (base === SIGRT_LAST && sign === '+') throw invalid('SIGRTMAX can only be counted down (RTMAX-n)');
     signo = base === SIGRT_FIRST ? base + n : base - n;
@@ -68,6 +71,12 @@ export function parseSignal(text: string): number {
     throw invalid(`signal must be ${SIGRT_FIRST}–${SIGRT_LAST} (SIGRTMIN..SIGRTMAX); 32 and 33 are glibc's own`);
   }
   return signo;
+}
+
+/** A string of digits as a number, leading zeros and all; Infinity when too long to matter. */
+function decimal(digits: string): number {
+  const significant = digits.replace(/^0+/, '');
+  return significant.length > 4 ? Infinity : Number(significant || '0');
 }
 
 export function renderSignal(signo: number): string {

@@ -29,6 +29,10 @@ export const NETLINK_CONNECTOR = 11;
 export const SOL_SOCKET = 1;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
+/** getsockopt: u32 sk_meminfo[SK_MEMINFO_VARS] (Linux 4.12+). */
+export const SO_MEMINFO = 55;
+/** Index of the socket's drop counter (sk_drops) in SO_MEMINFO. */
+export const SK_MEMINFO_DROPS = 8;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
 export const POLLERR = 0x8;
@@ -148,6 +152,15 @@ export function getsockoptInt(fd: number, level: number, name: number): number {
   const len = new Uint32Array([4]);
   check('getsockopt', fns.getsockopt(fd, level, name, v, len) as number);
   return v.readInt32LE(0);
+}
+
+/**
+ * getsockopt(2) into a caller-owned buffer; `len` (one element) is set to the
+ * buffer's size and returns the length the kernel wrote. Returns 0 or the errno.
+ */
+export function getsockoptInto(fd: number, level: number, name: number, buf: Buffer, len: Uint32Array): number {
+  len[0] = buf.length;
+  return (fns.getsockopt(fd, level, name, buf, len) as number) === 0 ? 0 : koffi.errno();
 }
 
 export function send(fd: number, buf: Buffer): void {

@@ -18,6 +18,8 @@ const OFF_CODE = 8;
 const OFF_PID = 16;
 const OFF_UID = 20;
 const OFF_VALUE = 24;
+/** The lowest relay signal: Target.sigs holds signal s as bit s - 34. */
+export const SIGRT_BASE = 34;
 
 export interface Target {
   id: number;
@@ -26,7 +28,33 @@ export interface Target {
   dropped: number;
   droppedSinceLog: number;
   lastDropLog: number;
+  // Kept by the pending watch (pending-watch.ts), read here per fork:
+  /** Signals sent since its queue was last seen without any of ours: at most this many are pending. */
+  unconfirmed: number;
+  /** No signal is queued while unconfirmed >= cap; 0 while it is held. */
+  cap: number;
+  /** Relay signals sent since last seen drained, as bits (1 << (signo - 34)). */
+  sigs: number;
+  // The pending watch's own bookkeeping:
+  /** At or above this many unconfirmed signals the watch takes a closer look. */
+  soft: number;
+  /** When a check first saw ours still pending (ms), 0 when last seen drained. */
+  pendingSince: number;
+  /** Not queueing to it until it drains. */
+  held: boolean;
+  heldSince: number;
+  droppedAtHold: number;
+  /** Real uid (whose RLIMIT_SIGPENDING count its signals use) and its limit; -1/0 until read. */
+  uid: number;
+  limit: number;
 }
+
+/**
+ * A registrant whose /proc/PID/status the pending watch has not read (it reads
+ * it as the registrant is added, and again at every check until it can): not
+ * capped, since nothing is known of its user's queue.
+ */
+export const UNWATCHED_CAP = Infinity;
 
 export interface FanOutEvents {
   /** The registrant's process is gone (ESRCH): stop sending, tell the registry. */
@@ -48,8 +76,14 @@ export class FanOut {
     this.info.writeUInt32LE(0, OFF_UID); // sent on root's behalf
   }
 
-  add(id: number, pid: number, pidfd: number): void {
-    this.targets.push({ id, pid, pidfd, dropped: 0, droppedSinceLog: 0, lastDropLog: 0 });
+  add(id: number, pid: number, pidfd: number): Target {
+    const t: Target = {
+      id, pid, pidfd, dropped: 0, droppedSinceLog: 0, lastDropLog: 0,
+      unconfirmed: 0, cap: UNWATCHED_CAP, sigs: 0,
+      soft: UNWATCHED_CAP, pendingSince: 0, held: false, heldSince: 0, droppedAtHold: 0, uid: -1, limit: 0,
+    };
+    this.targets.push(t);
+    return t;
   }
 
   /** Removes a target and returns it (its pidfd is the caller's to close). */
@@ -59,22 +93,33 @@ export class FanOut {
     return this.targets.splice(i, 1)[0];
   }
 
-  /** One fork: every registrant gets one queued signal. */
+  /**
+   * One fork: every registrant gets one queued signal, unless it has `cap`
+   * signals it may not have read yet (see pending-watch.ts): those are dropped.
+   */
   relay(parentTgid: number, childPid: number): void {
     const counters = this.counters;
     counters[Counter.forksSeen]!++;
     const targets = this.targets;
     if (targets.length === 0) return;
     const signo = Atomics.load(this.control, Control.signal);
+    const sigBit = 1 << (signo - SIGRT_BASE);
     const info = this.info;
     info.writeInt32LE(signo, OFF_SIGNO);
     info.writeInt32LE(parentTgid, OFF_PID);
     info.writeInt32LE(childPid, OFF_VALUE);
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
+      if (t.unconfirmed >= t.cap) {
+        counters[Counter.signalsDropped]!++;
+        t.dropped++;
+        continue;
+      }
       const err = pidfdSendSignal(t.pidfd, signo, info);
       if (err === 0) {
         counters[Counter.signalsSent]!++;
+        t.unconfirmed++;
+        t.sigs |= sigBit;
         continue;
       }
       if (err === Errno.ESRCH) {

@@ -2,7 +2,7 @@
 // and the fan-out, tells it about registry changes, reads its counters.
 import { Worker } from 'node:worker_threads';
 import { FatalError } from '../errors.js';
-import { logFormat, logger } from '../log.js';
+import { logger, writeLogLine } from '../log.js';
 import type { EventsShared } from '../events/ring.js';
 import type { RegistryListener } from '../registry.js';
 import type { SourceRequest } from '../sources/select.js';
@@ -45,7 +45,7 @@ export class Relay implements RegistryListener {
     const log = logger('relay');
     const state = createSharedState(opts.signal, opts.eventsBuffer);
     const config: WorkerConfig = {
-      source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, logFormat: logFormat(), state,
+      source: opts.source, pollIntervalMs: opts.pollIntervalMs, threads: opts.threads, logLevel: opts.logLevel, state,
     };
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
     return new Promise((resolve, reject) => {
@@ -61,6 +61,9 @@ export class Relay implements RegistryListener {
             break;
           case 'exited':
             relay?.onExited(m.id, m.pid);
+            break;
+          case 'log':
+            writeLogLine(m.line);
             break;
           case 'failed': {
             const err = new Error(m.message);

@@ -5,7 +5,6 @@ import type { SourceRequest } from '../sources/select.js';
 // writes the control slots (Atomics). The events ring has its own rules
 // (events/ring.ts).
 import { createEventsShared, type EventsShared } from '../events/ring.js';
-import type { LogFormat } from '../log.js';
 
 export const Counter = {
   forksSeen: 0,
@@ -54,7 +53,9 @@ export type FromWorker =
   | { t: 'ready'; source: string; detail: Record<string, unknown> }
   | { t: 'unavailable'; source: string; reason: string }
   | { t: 'exited'; id: number; pid: number; why: 'exit' | 'esrch' }
-  | { t: 'failed'; message: string; stack?: string };
+  | { t: 'failed'; message: string; stack?: string }
+  /** A log line (pino JSON, with its newline) for the main thread to write. */
+  | { t: 'log'; line: string };
 
 export interface WorkerConfig {
   source: SourceRequest;
@@ -62,6 +63,5 @@ export interface WorkerConfig {
   pollIntervalMs: number;
   threads: boolean;
   logLevel: string;
-  logFormat: LogFormat;
   state: SharedState;
 }

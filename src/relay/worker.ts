@@ -4,7 +4,7 @@
 // receiveMessageOnPort, checked for every fork through a shared generation
 // counter, so a write that returned before a fork started is always in effect.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { createRootLogger } from '../log.js';
+import { pino } from 'pino';
 import { EventsWriter } from '../events/ring.js';
 import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource } from '../sources/netlink.js';
@@ -12,13 +12,19 @@ import { PollSource } from '../sources/poll.js';
 import { openSource, SourceUnavailable, type Chosen } from '../sources/select.js';
 import type { ForkSink, ForkSource } from '../sources/source.js';
 import { FanOut, type Target } from './fan-out.js';
+import { LossLog } from './loss-log.js';
+import { defaultDeps, PendingWatch } from './pending-watch.js';
 import { Control, Counter, type FromWorker, type ToWorker, type WorkerConfig } from './shared.js';
 
 const config = workerData as WorkerConfig;
 const port = parentPort!;
 const { counters, control } = config.state;
-const log = createRootLogger(config.logLevel, config.logFormat).child({ module: 'relay' });
 const post = (m: FromWorker): void => port.postMessage(m);
+// Each line goes to the main thread, which writes it with its own. This thread
+// does not return to its event loop while it relays, so pino's asynchronous
+// destination would write the first line and queue every later one in memory
+// for ever; a synchronous one would stall the relay whenever stdout is full.
+const log = pino({ name: 'relayfork', level: config.logLevel }, { write: (line: string) => post({ t: 'log', line }) }).child({ module: 'relay' });
 const events = new EventsWriter(config.state.events);
 
 const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
@@ -34,6 +40,9 @@ const fanOut = new FanOut(config.state, {
   },
 });
 
+const pendingWatch = new PendingWatch(fanOut.targets, defaultDeps(log));
+const lossLog = new LossLog(log);
+
 let seenGeneration = -1;
 let pollSetDirty = true;
 
@@ -42,10 +51,11 @@ function syncRegistry(): void {
   for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
     const msg = m.message as ToWorker;
     if (msg.t === 'add') {
-      fanOut.add(msg.id, msg.pid, msg.pidfd);
+      pendingWatch.added(fanOut.add(msg.id, msg.pid, msg.pidfd));
     } else {
       const t = fanOut.remove(msg.id);
       if (t) close(t.pidfd);
+      pendingWatch.removed();
     }
   }
   pollSetDirty = true;
@@ -55,6 +65,7 @@ function drop(id: number, why: 'exit' | 'esrch'): void {
   const t = fanOut.remove(id);
   if (!t) return;
   close(t.pidfd);
+  pendingWatch.removed();
   counters[Counter.registrantsPruned]!++;
   pollSetDirty = true;
   log.info({ registrant: t.pid, why }, 'registrant gone');
@@ -90,13 +101,16 @@ const sink: ForkSink = {
     events.record(parentTgid, childPid); // one Atomics.load while nobody reads `events`
   },
   lost(count, why) {
+    // Not per fork: a source reports losses per overrun (or per batch while one lasts).
     counters[Counter.forksLost]! += count;
-    counters[Counter.lossEvents]!++;
     if (lossesPeriodic) {
+      // The poll's misses are routine: summed and logged every POLL_LOSS_LOG_MS.
+      counters[Counter.lossEvents]!++;
       lossSinceLog += count;
       lossWhy = why;
     } else {
-      log.warn({ lost: count, why, lostTotal: counters[Counter.forksLost] }, 'forks lost');
+      lossLog.report(count, why, Date.now());
+      counters[Counter.lossEvents] = lossLog.episodes;
     }
   },
 };
@@ -154,6 +168,9 @@ async function run(): Promise<void> {
           if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
         }
       }
+      const now = Date.now();
+      lossLog.tick(now, counters[Counter.forksLost]!);
+      pendingWatch.tick(now);
       if (source.fd !== null) {
         if ((pfds.readInt16LE(6) & (POLLIN | POLLERR)) !== 0) source.drain(sink);
       } else if (Date.now() >= nextTick) {

@@ -13,14 +13,26 @@ import {
   SOCKADDR_NL_LEN,
 } from '../kernel/cn-proc.js';
 import {
-  AF_NETLINK, bind, close, Errno, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
-  setsockoptInt, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET, SyscallError,
+  AF_NETLINK, bind, close, Errno, getsockoptInto, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
+  setsockoptInt, SK_MEMINFO_DROPS, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_MEMINFO, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET,
+  SyscallError,
 } from '../kernel/syscalls.js';
 import type { ForkSink, ForkSource } from './source.js';
 
-/** Room for ~100k queued fork messages: a default buffer holds ~250, 12 ms of a storm. */
+/**
+ * The kernel doubles it and charges each queued message ~830 bytes: room for
+ * ~20k fork messages, about a second of a fork storm on a small machine (the
+ * default buffer holds ~500, 20 ms of it).
+ */
 export const RCVBUF_BYTES = 8 * 1024 * 1024;
 const ACK_TIMEOUT_MS = 1000;
+/**
+ * Messages read per drain() call at most: the relay's loop gets control back
+ * (to notice a stop request, exited registrants, its periodic checks) even
+ * while a storm keeps the socket readable.
+ */
+export const DRAIN_BATCH = 256;
+const OVERRUN_WHY = 'netlink receive buffer overrun (ENOBUFS)';
 
 export class NetlinkUnavailable extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -43,9 +55,17 @@ export class NetlinkSource implements ForkSource {
   private readonly buf = Buffer.alloc(64 * 1024);
   private readonly addr = Buffer.alloc(SOCKADDR_NL_LEN);
   private readonly addrLen = new Uint32Array(1);
+  private readonly meminfo = Buffer.alloc(64);
+  private readonly meminfoLen = new Uint32Array(1);
+  /** The socket's drop counter when last read (null: the kernel cannot tell, before 4.12). */
+  private drops: number | null;
+  /** An ENOBUFS was read and the queue has not been seen empty since: losses to report. */
+  private overrun = false;
   private closed = false;
 
-  private constructor(readonly fd: number, readonly subscription: Subscription, private readonly opts: NetlinkOptions) {}
+  private constructor(readonly fd: number, readonly subscription: Subscription, private readonly opts: NetlinkOptions) {
+    this.drops = this.readDrops();
+  }
 
   /**
    * Opens the socket, joins the proc group and subscribes. Throws
@@ -89,18 +109,25 @@ export class NetlinkSource implements ForkSource {
     }
   }
 
+  /** Reads up to DRAIN_BATCH messages; returns early once the socket is empty. */
   drain(sink: ForkSink): void {
     const { buf, addr, addrLen } = this;
-    for (;;) {
+    for (let i = 0; i < DRAIN_BATCH; i++) {
       const n = recvFrom(this.fd, buf, MSG_DONTWAIT, addr, addrLen);
       if (n < 0) {
         const e = -n;
-        if (e === Errno.EAGAIN) return;
+        if (e === Errno.EAGAIN) {
+          this.reportDrops(sink, true);
+          return;
+        }
         if (e === Errno.EINTR) continue;
         if (e === Errno.ENOBUFS) {
-          // The socket buffer overflowed: the kernel dropped messages, how many it
-          // does not say. Count the overrun and carry on reading.
-          sink.lost(1, 'netlink receive buffer overrun (ENOBUFS)');
+          // The socket buffer overflowed and the kernel dropped messages. It
+          // raises ENOBUFS once per overrun and counts every dropped message in
+          // the socket's drop counter; the count is taken when the queue has
+          // been drained (or at the end of each batch while it has not).
+          if (this.drops === null) sink.lost(1, OVERRUN_WHY);
+          else this.overrun = true;
           continue;
         }
         throw new SyscallError('recvfrom', e);
@@ -124,6 +151,30 @@ export class NetlinkSource implements ForkSource {
         }
       }
     }
+    this.reportDrops(sink, false);
+  }
+
+  /**
+   * After an ENOBUFS, reports the messages the kernel dropped since the last
+   * report. The kernel drops only between raising ENOBUFS and the queue's next
+   * emptying, so an overrun is over once the queue has been seen empty.
+   */
+  private reportDrops(sink: ForkSink, empty: boolean): void {
+    if (!this.overrun) return;
+    const now = this.readDrops();
+    if (now !== null && this.drops !== null) {
+      const lost = (now - this.drops) >>> 0; // a u32 counter that may wrap
+      this.drops = now;
+      if (lost > 0) sink.lost(lost, OVERRUN_WHY);
+    }
+    if (empty) this.overrun = false;
+  }
+
+  /** The socket's sk_drops (SO_MEMINFO), or null where the kernel lacks it. */
+  private readDrops(): number | null {
+    if (getsockoptInto(this.fd, SOL_SOCKET, SO_MEMINFO, this.meminfo, this.meminfoLen) !== 0) return null;
+    if (this.meminfoLen[0]! < 4 * (SK_MEMINFO_DROPS + 1)) return null;
+    return this.meminfo.readUInt32LE(4 * SK_MEMINFO_DROPS);
   }
 
   close(): void {

@@ -84,11 +84,15 @@ describe('signal grammar', () => {
     ['RTMAX-2', 62],
     ['SIGRTMAX-14', 50],
     [' SIGRTMIN+1 \n', 35],
+    ['000000040', 40],
+    ['RTMIN+0000003', 37],
+    ['\t\v\f\r40\r\n', 40],
   ])('reads %j as %d', (text, signo) => {
     expect(parseSignal(text)).toBe(signo);
   });
 
-  it.each(['', '32', '33', '65', '0', '9', 'SIGUSR1', 'RTMIN+40', 'RTMIN-1', 'RTMAX+1', 'RTMAX-31', 'foo', '34 35', '+34', '-34', 'SIGRTMIN+', '34abc'])(
+  it.each(['', '32', '33', '65', '0', '9', 'SIGUSR1', 'RTMIN+40', 'RTMIN-1', 'RTMAX+1', 'RTMAX-31', 'foo', '34 35', '+34', '-34', 'SIGRTMIN+', '34abc',
+    '40\u00a0', '\u00a040', '\ufeff40', '40\u2028', '40\0', '\u0085 40', '00000000000000000000065', 'RTMIN+00000000000000000001x'])(
     'refuses %j with EINVAL',
     (text) => {
       expect(errnoOf(() => parseSignal(text))).toBe('EINVAL');

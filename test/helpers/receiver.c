@@ -1,5 +1,5 @@
 /*
- * receiver SIGNO [SIGNO...]
+ * receiver [--stuck] SIGNO [SIGNO...]
  *
  * A registrant for the integration tests. It blocks the given signals, reads them
  * through a signalfd and prints, on stdout:
@@ -9,6 +9,9 @@
  *
  * Every line is flushed at once. It exits 0 on SIGTERM (which it does not block) or
  * when its stdin reaches end of file, so it never outlives the test that spawned it.
+ *
+ * With --stuck it blocks the signals but does not read them (they stay queued,
+ * charged to its user's RLIMIT_SIGPENDING) until a line "read" arrives on stdin.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,14 +29,20 @@ static void on_term(int sig) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: receiver SIGNO [SIGNO...]\n");
+  int first = 1;
+  int reading = 1;
+  if (argc > 1 && strcmp(argv[1], "--stuck") == 0) {
+    reading = 0;
+    first = 2;
+  }
+  if (argc <= first) {
+    fprintf(stderr, "usage: receiver [--stuck] SIGNO [SIGNO...]\n");
     return 2;
   }
 
   sigset_t set;
   sigemptyset(&set);
-  for (int i = 1; i < argc; i++) {
+  for (int i = first; i < argc; i++) {
     char *end = NULL;
     errno = 0;
     long signo = strtol(argv[i], &end, 10);
@@ -78,7 +87,7 @@ int main(int argc, char **argv) {
   for (;;) {
     fds[0].revents = 0;
     fds[1].revents = 0;
-    int n = poll(fds, 2, -1);
+    int n = poll(fds, reading ? 2 : 1, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       perror("receiver: poll");
@@ -109,7 +118,8 @@ int main(int argc, char **argv) {
       if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN)) {
         return 0; /* end of file (or a dead stdin): the test is gone */
       }
-      /* anything written to stdin is ignored */
+      if (got >= 4 && memmem(buf, (size_t)got, "read", 4) != NULL) reading = 1;
+      /* anything else written to stdin is ignored */
     }
   }
 }

@@ -20,6 +20,8 @@ export interface Receiver {
   signals: Sig[];
   /** Resolves (with all signals so far) once pred(signals) holds; rejects after timeoutMs. */
   waitFor(pred: (signals: readonly Sig[]) => boolean, timeoutMs?: number): Promise<Sig[]>;
+  /** A --stuck receiver starts reading its signals. */
+  unstick(): void;
   /** Closes its stdin (it exits 0 on EOF) and waits; SIGKILLs it if that takes over 3 s. */
   stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   exitInfo(): { code: number | null; signal: NodeJS.Signals | null } | null;
@@ -32,17 +34,20 @@ export interface ReceiverOptions {
   readyTimeoutMs?: number;
   /**
    * A command that runs the receiver, e.g. `nsenter ... --` into another PID
-   * namespace: then `pid` is the PID the receiver reports (its own, in its
-   * namespace), not the PID of the command spawned.
+   * namespace, or a helper that picks its PID: then `pid` is the PID the
+   * receiver reports (its own, in its namespace), not the PID of the command spawned.
    */
   prefix?: string[];
+  /** Block the signals but leave them queued, unread, until unstick(). */
+  stuck?: boolean;
 }
 
 export async function startReceiver(signo: number | number[], options: number | ReceiverOptions = {}): Promise<Receiver> {
-  const { readyTimeoutMs = 5000, prefix = [] } = typeof options === 'number' ? { readyTimeoutMs: options } : options;
+  const opts: ReceiverOptions = typeof options === 'number' ? { readyTimeoutMs: options } : options;
+  const { readyTimeoutMs = 5000, prefix = [] } = opts;
   const bin = await compileHelper('receiver');
   const signos = Array.isArray(signo) ? signo : [signo];
-  const [cmd, ...args] = [...prefix, bin, ...signos.map(String)];
+  const [cmd, ...args] = [...prefix, bin, ...(opts.stuck ? ['--stuck'] : []), ...signos.map(String)];
   const proc = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'] });
 
   const signals: Sig[] = [];
@@ -124,6 +129,9 @@ export async function startReceiver(signo: number | number[], options: number | 
 
   const receiver: Receiver = {
     pid: -1, // set from `ready <pid>` below
+    unstick() {
+      proc.stdin!.write('read\n');
+    },
     proc,
     signals,
     waitFor,
