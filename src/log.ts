@@ -28,10 +28,8 @@ export function defaultLogFormat(stdoutIsTTY: boolean = isatty(1)): LogFormat {
 
 function prettyStream(): { write(line: string): unknown } {
   // Loaded only when asked for: a service logging JSON never pays for it.
-  const build = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
-  return build({
-    sync: true,
-    destination: { write: (s: string) => sink.write(s) } as unknown as NodeJS.WritableStream,
+  const { prettyFactory } = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+  const prettify = prettyFactory({
     colorize: isatty(1) && !('NO_COLOR' in process.env),
     translateTime: 'SYS:HH:MM:ss.l',
     singleLine: true,
@@ -39,6 +37,8 @@ function prettyStream(): { write(line: string): unknown } {
     ignore: 'pid,hostname,name,module,err',
     messageFormat: prettyMessage,
   });
+  // The JSON line pino (or the relay worker) wrote, made readable, into the same sink.
+  return { write: (line: string) => sink.write(prettify(line)) };
 }
 
 /** A root logger writing to stdout in `fmt`, through the sink. */
