@@ -29,6 +29,7 @@ export const NETLINK_CONNECTOR = 11;
 export const SOL_SOCKET = 1;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
+export const SO_RCVTIMEO = 20; // SO_RCVTIMEO_OLD: a struct timeval of two longs on 64-bit
 /** getsockopt: u32 sk_meminfo[SK_MEMINFO_VARS] (Linux 4.12+). */
 export const SO_MEMINFO = 55;
 /** Index of the socket's drop counter (sk_drops) in SO_MEMINFO. */
@@ -139,6 +140,14 @@ export function socket(domain: number, type: number, protocol: number): number {
 
 export function bind(fd: number, addr: Buffer): void {
   check('bind', fns.bind(fd, addr, addr.length) as number);
+}
+
+/** setsockopt(2) of a struct timeval { long tv_sec; long tv_usec; } (64-bit). */
+export function setsockoptTimeval(fd: number, level: number, name: number, ms: number): void {
+  const tv = Buffer.alloc(16);
+  tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
+  tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
+  check('setsockopt', fns.setsockopt(fd, level, name, tv, 16) as number);
 }
 
 export function setsockoptInt(fd: number, level: number, name: number, value: number): number {

@@ -27,7 +27,9 @@ const post = (m: FromWorker): void => port.postMessage(m);
 const log = pino({ name: 'relayfork', level: config.logLevel }, { write: (line: string) => post({ t: 'log', line }) }).child({ module: 'relay' });
 const events = new EventsWriter(config.state.events);
 
-const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host
+const IDLE_WAKE_MS = 250; // how soon a stop request is noticed on a quiet host (poll source)
+/** How long the netlink loop relays before it looks at exits, stop requests and its checks. */
+const RECEIVE_BUDGET_MS = 50;
 /** The poll source loses forks by design: its losses are summed and logged at most this often. */
 const POLL_LOSS_LOG_MS = 10_000;
 
@@ -142,8 +144,10 @@ async function run(): Promise<void> {
   syncRegistry();
   post({ t: 'ready', source: source.name, detail });
 
-  // struct pollfd { int fd; short events; short revents; }: slot 0 is the source
-  // (or unused), slot i+1 is targets[i]'s pidfd.
+  // struct pollfd { int fd; short events; short revents; }: slot 0 is a source
+  // that is waited for in poll(2) (none: the netlink source waits in its own
+  // recvfrom), slot i+1 is targets[i]'s pidfd.
+  const receiving = source instanceof NetlinkSource ? source : null;
   let pfds = Buffer.alloc(8 * 16);
   let watched: Target[] = [];
   let nextTick = Date.now() + source.intervalMs; // the baseline was just taken
@@ -153,7 +157,7 @@ async function run(): Promise<void> {
       if (pollSetDirty) {
         watched = fanOut.targets.slice();
         if (pfds.length < 8 * (watched.length + 1)) pfds = Buffer.alloc(8 * (watched.length + 16));
-        pfds.writeInt32LE(source.fd ?? -1, 0);
+        pfds.writeInt32LE(receiving ? -1 : (source.fd ?? -1), 0); // poll(2) skips a negative fd
         pfds.writeInt16LE(POLLIN, 4);
         watched.forEach((t, i) => {
           pfds.writeInt32LE(t.pidfd, 8 * (i + 1));
@@ -161,16 +165,24 @@ async function run(): Promise<void> {
         });
         pollSetDirty = false;
       }
-      const timeout = source.fd !== null ? IDLE_WAKE_MS : Math.max(0, Math.min(IDLE_WAKE_MS, nextTick - Date.now()));
-      const ready = poll(pfds, watched.length + 1, timeout);
-      if (ready > 0) {
-        for (let i = 0; i < watched.length; i++) {
-          if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
+      if (receiving) {
+        // Relay for up to RECEIVE_BUDGET_MS (or one receive timeout when quiet),
+        // then come round: exits, stop requests, the periodic checks.
+        receiving.receive(sink, RECEIVE_BUDGET_MS);
+      }
+      const timeout = receiving ? 0 : source.fd !== null ? IDLE_WAKE_MS : Math.max(0, Math.min(IDLE_WAKE_MS, nextTick - Date.now()));
+      if (!receiving || watched.length > 0) {
+        const ready = poll(pfds, watched.length + 1, timeout);
+        if (ready > 0) {
+          for (let i = 0; i < watched.length; i++) {
+            if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
+          }
         }
       }
       const now = Date.now();
       lossLog.tick(now, counters[Counter.forksLost]!);
       pendingWatch.tick(now);
+      if (receiving) continue;
       if (source.fd !== null) {
         if ((pfds.readInt16LE(6) & (POLLIN | POLLERR)) !== 0) source.drain(sink);
       } else if (Date.now() >= nextTick) {

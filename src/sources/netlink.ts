@@ -14,7 +14,7 @@ import {
 } from '../kernel/cn-proc.js';
 import {
   AF_NETLINK, bind, close, Errno, getsockoptInto, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
-  setsockoptInt, SK_MEMINFO_DROPS, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_MEMINFO, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET,
+  setsockoptInt, setsockoptTimeval, SO_RCVTIMEO, SK_MEMINFO_DROPS, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_MEMINFO, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET,
   SyscallError,
 } from '../kernel/syscalls.js';
 import type { ForkSink, ForkSource } from './source.js';
@@ -32,6 +32,8 @@ const ACK_TIMEOUT_MS = 1000;
  * while a storm keeps the socket readable.
  */
 export const DRAIN_BATCH = 256;
+/** How long one blocking receive waits: how soon a quiet loop comes round to its checks. */
+export const RECV_TIMEOUT_MS = 100;
 const OVERRUN_WHY = 'netlink receive buffer overrun (ENOBUFS)';
 
 export class NetlinkUnavailable extends Error {
@@ -98,6 +100,7 @@ export class NetlinkSource implements ForkSource {
       // kernel ignores the request and we skip other events ourselves.
       const filter: Subscription['filter'] = kernelFilters() ? 'fork-only' : 'none';
       if (filter === 'fork-only') send(fd, encodeSubscribe(PROC_CN_MCAST_LISTEN, { eventMask: PROC_EVENT_FORK }));
+      setsockoptTimeval(fd, SOL_SOCKET, SO_RCVTIMEO, RECV_TIMEOUT_MS);
       return new NetlinkSource(fd, { filter, rcvbuf }, opts);
     } catch (err) {
       close(fd);
@@ -109,11 +112,26 @@ export class NetlinkSource implements ForkSource {
     }
   }
 
-  /** Reads up to DRAIN_BATCH messages; returns early once the socket is empty. */
+  /** Reads up to DRAIN_BATCH messages without waiting; returns early once the socket is empty. */
   drain(sink: ForkSink): void {
+    this.read(sink, MSG_DONTWAIT, 0);
+  }
+
+  /**
+   * The receive loop: waits in recvfrom(2) itself (the socket's SO_RCVTIMEO
+   * bounds each wait) and relays what comes, until budgetMs have passed,
+   * DRAIN_BATCH messages were read, or the socket stayed quiet for a whole
+   * receive timeout. One system call per message, as a C forwarder makes:
+   * no poll(2) before it and no EAGAIN read after it.
+   */
+  receive(sink: ForkSink, budgetMs: number): void {
+    this.read(sink, 0, Date.now() + budgetMs);
+  }
+
+  private read(sink: ForkSink, flags: number, until: number): void {
     const { buf, addr, addrLen } = this;
     for (let i = 0; i < DRAIN_BATCH; i++) {
-      const n = recvFrom(this.fd, buf, MSG_DONTWAIT, addr, addrLen);
+      const n = recvFrom(this.fd, buf, flags, addr, addrLen);
       if (n < 0) {
         const e = -n;
         if (e === Errno.EAGAIN) {
@@ -150,6 +168,7 @@ export class NetlinkSource implements ForkSource {
             break; // acks (ours and other listeners'), events we did not ask for
         }
       }
+      if (until !== 0 && Date.now() >= until) break;
     }
     this.reportDrops(sink, false);
   }
