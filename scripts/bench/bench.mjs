@@ -127,6 +127,7 @@ function storm({ workers, rate = 0, secs, log = null }) {
   return spawnLines(bins.storm, args);
 }
 
+const WARMUP_S = 0.5;
 const ticks = (t) => (t ? t.utime + t.stime : NaN);
 
 /**
@@ -143,7 +144,10 @@ async function oneRun(sys, c) {
     const stopFwd = () => fwd.stop();
     live.add(stopFwd);
     fwd.untrack = () => live.delete(stopFwd);
-    await sleep(500); // let start-up work (JIT, first reads) settle before counting CPU
+    // Warm up (JIT, first reads, page faults) with a short storm, for every system
+    // alike, then let it settle: the figures are the steady state of a long-running forwarder.
+    if (c.warmup !== false) await storm({ workers: 1, secs: WARMUP_S }).exited;
+    await sleep(300);
     const mem0 = fwd.pid ? await memory(fwd.pid) : null;
     const c0 = fwd.pid ? await cpuTicks(fwd.pid) : null;
     const th0 = fwd.pid ? await threadTicks(fwd.pid) : [];
@@ -320,9 +324,12 @@ async function groupLatency(systems) {
 
 async function groupFanout(systems) {
   const n = cfg.fanout;
+  // Shorter storms: neither forwarder keeps up with 100 registrants, and the backlog
+  // (drained after the storm) grows with the storm.
+  const fanSecs = Math.min(cfg.secs, 2);
   for (const k of [1, n]) {
-    say(`fanout: paced to ${cfg.fanoutRate} forks/s over ${cfg.pacedWorkers} workers, ${cfg.secs} s, ${k} registrant(s)`);
-    await alternate(`fan${k}`, systems, { registrants: k, logged: true, workers: cfg.pacedWorkers, rate: cfg.fanoutRate, secs: cfg.secs, latencyOf: 'firstLast' }, (name, r) => {
+    say(`fanout: paced to ${cfg.fanoutRate} forks/s over ${cfg.pacedWorkers} workers, ${fanSecs} s, ${k} registrant(s)`);
+    await alternate(`fan${k}`, systems, { registrants: k, logged: true, workers: cfg.pacedWorkers, rate: cfg.fanoutRate, secs: fanSecs, latencyOf: 'firstLast' }, (name, r) => {
       put(`fan${k}.rate`, name, r.rate);
       put(`fan${k}.delivery`, name, r.delivery);
       put(`fan${k}.worst`, name, r.worst);
@@ -413,26 +420,39 @@ async function perfAttach(perfBin, dir, name) {
   const data = path.join(dir, `perf-${name}.data`);
   return async (fwd) => {
     const rec = spawnLines(perfBin, ['record', '-F', String(PERF_HZ), '-p', String(fwd.pid), '-o', data, '-q']);
+    const statFile = path.join(dir, `perf-stat-${name}.csv`);
+    const stat = spawnLines(perfBin, ['stat', '-x', ',', '-o', statFile, '-e', STAT_EVENTS.join(','), '-p', String(fwd.pid)]);
     live.add(() => stopChild(rec, 'SIGINT', 5000));
+    live.add(() => stopChild(stat, 'SIGINT', 5000));
     await sleep(300);
     return async () => {
-      await stopChild(rec, 'SIGINT', 10_000);
+      await Promise.all([stopChild(rec, 'SIGINT', 10_000), stopChild(stat, 'SIGINT', 10_000)]);
+      // "count,unit,event,..." per line; '#' comments; "<not counted>" where unsupported
+      const counts = {};
+      for (const l of (await readFile(statFile, 'utf8').catch(() => '')).split('\n')) {
+        const f = l.split(',');
+        if (f.length < 3 || l.startsWith('#')) continue;
+        const n = Number(f[0]);
+        if (Number.isFinite(n)) counts[f[2].replace(/^syscalls:sys_enter_/, '').replace(/^raw_syscalls:sys_enter$/, 'all syscalls')] = n;
+      }
       const report = async (sort, limit) => {
-        const r = await runCmd(perfBin, ['report', '-i', data, '--no-children', '--sort', sort, '--stdio', '-g', 'none', '--percent-limit', String(limit)], 60_000);
-        const samples = Number(/# Samples: (\d+)/.exec(r.stdout)?.[1] ?? /of event '[^']+'\n# Event count[^\n]*\n/.exec(r.stdout) ?? NaN);
-        const rows = r.stdout.split('\n').filter((l) => /^\s+[\d.]+%/.test(l)).map((l) => {
-          const m = /^\s+([\d.]+)%\s+(.*)$/.exec(l);
-          return { pct: Number(m[1]), what: m[2].replace(/\s+/g, ' ').trim() };
-        });
-        return { samples, rows };
+        const r = await runCmd(perfBin, ['report', '-i', data, '--no-children', '-n', '--sort', sort, '--stdio', '-g', 'none', '--percent-limit', '0'], 60_000);
+        // rows: "  40.98%  1234  [kernel.kallsyms]  [k] finish_task_switch"
+        const all = r.stdout.split('\n').map((l) => /^\s+([\d.]+)%\s+(\d+)\s+(.*)$/.exec(l)).filter(Boolean)
+          .map((m) => ({ pct: Number(m[1]), samples: Number(m[2]), what: m[3].replace(/\s+/g, ' ').trim() }));
+        const samples = all.reduce((a, x) => a + x.samples, 0);
+        return { samples, rows: all.filter((x) => x.pct >= limit) };
       };
       const byDso = await report('dso', 0.5);
       const bySym = await report('dso,sym', 0.7);
-      return { samples: byDso.samples, byDso: byDso.rows, bySym: bySym.rows };
+      return { samples: byDso.samples, byDso: byDso.rows, bySym: bySym.rows, counts };
     };
   };
 }
 const PERF_HZ = 1999;
+const STAT_EVENTS = ['raw_syscalls:sys_enter', 'context-switches', 'cpu-migrations', 'page-faults',
+  ...['recvfrom', 'recvmsg', 'poll', 'ppoll', 'epoll_wait', 'pidfd_send_signal', 'futex', 'read', 'write', 'mmap', 'munmap', 'madvise', 'mprotect']
+    .map((s) => `syscalls:sys_enter_${s}`)];
 
 async function groupProfile() {
   const profDir = await mkdtemp(path.join(outDir ?? tmpdir(), 'profile-'));
@@ -513,7 +533,7 @@ function table() {
     row(`${n} registrants at ${cfg.fanoutRate}/s: delivery, % (all)`, `fan${n}.delivery`, 2, `worst registrant: ${fmt(med(`fan${n}.worst`, 'relayfork'), 2)} / ${fmt(med(`fan${n}.worst`, 'reference'), 2)}; achieved ${fmt(med(`fan${n}.rate`, 'relayfork'), 0)} / ${fmt(med(`fan${n}.rate`, 'reference'), 0)} forks/s`);
     row(`${n} registrants: CPU per fork, µs`, `fan${n}.cpu`, 1, `1 registrant at the same rate: ${fmt(med('fan1.cpu', 'relayfork'), 2)} / ${fmt(med('fan1.cpu', 'reference'), 2)} µs`);
     for (const s of ['relayfork', 'reference']) put('fan.extra', s, (med(`fan${n}.cpu`, s) - med('fan1.cpu', s)) / (n - 1));
-    row('cost per extra registrant, µs CPU per fork', 'fan.extra', 2);
+    row('cost per extra registrant, µs CPU per fork', 'fan.extra', 2, `(CPU per fork with ${n} − with 1) / ${n - 1}, from the medians`);
     row(`${n} registrants: p50 latency of the last registrant, µs`, `fan${n}.p50last`, 0, 'the fan-out backs up: the kernel queues forks in the 8 MiB buffer');
     row(`${n} registrants: time to drain after the storm, ms`, `fan${n}.drain`, 0);
   }
@@ -544,6 +564,10 @@ function profileText() {
     const perFork = (pct) => fmt(((pct / 100) * p.samples * 1e6) / PERF_HZ / run.forks, 2);
     lines.push('', `perf, ${system}: ${p.samples} samples at ${PERF_HZ} Hz over a ${run.forks}-fork storm ` +
       `(${fmt((p.samples * 1e6) / PERF_HZ / run.forks, 2)} µs sampled per fork; /proc says ${fmt(run.cpuUs, 2)})`, '');
+    const counts = Object.entries(p.counts ?? {}).filter(([, n]) => n > 0);
+    if (counts.length) {
+      lines.push(`perf stat, per fork: ${counts.map(([k, n]) => `${k} ${fmt(n / run.forks, 2)}`).join(', ')}`, '');
+    }
     lines.push('| share | ≈ µs per fork | where (dso) |', '| --- | --- | --- |');
     for (const d of p.byDso) lines.push(`| ${fmt(d.pct)}% | ${perFork(d.pct)} | ${d.what} |`);
     lines.push('', '| share | ≈ µs per fork | symbol |', '| --- | --- | --- |');
