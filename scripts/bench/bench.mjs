@@ -618,13 +618,14 @@ async function main() {
   A = relayfork (node bin/relayfork.js mount <tmp> --log-level warn; registrants written to processes),
   B = reference (scripts/bench/c/reference.c: proc connector, fork-only filter, 8 MiB buffer, pidfd_send_signal).
   Each figure is run for A and B in alternation (A B A B ..., ${cfg.pairs} pair(s)); the table shows medians and
-  the ratio A/B. Every run starts a fresh forwarder and fresh receivers (C, signalfd, signal ${SIGNO}).
+  the ratio A/B. Every run starts a fresh forwarder and fresh receivers (C, signalfd, signal ${SIGNO}),
+  warms the forwarder up with a ${WARMUP_S} s storm (JIT, first faults), then measures its steady state.
   Storm (C): N workers each fork(); child _exit(0); parent waitpid — unpaced ("max", ${cfg.maxWorkers} workers) or
   paced to a total rate (${cfg.pacedWorkers} workers), ${cfg.secs} s per run; it logs child_pid t_before_fork and the
   receivers log si_pid si_value t_at_read (CLOCK_MONOTONIC). Delivery counts only signals whose si_pid is a
   storm worker (the host's other forks are relayed too). Latency matches each read to the latest fork of
   that child PID before it. CPU = utime+stime of the forwarder process (all threads, /proc/PID/stat,
-  ${CLK_TCK} Hz ticks) from 0.5 s after start to when it is idle again after the storm, divided by the
+  ${CLK_TCK} Hz ticks) from just before the storm to when it is idle again after it, divided by the
   storm's forks. forkstat: ${fs.path ? `${fs.path} -e fork, output to /dev/null, same storm, no registrant` : `not measured (${fs.why})`}.
   The machine is shared and noisy: read medians and ratios, not single runs.`;
   console.log(method);
