@@ -28,12 +28,14 @@ const { values: opt } = parseArgs({
     'fanout': { type: 'string' },
     'fanout-rate': { type: 'string' },
     rates: { type: 'string' },
+    'long-stop': { type: 'string' },
     'paced-workers': { type: 'string' },
     only: { type: 'string' },
     skip: { type: 'string' },
     'no-forkstat': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     json: { type: 'string' },
+    md: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -49,10 +51,12 @@ if (opt.help) {
   --fanout-rate R      forks/s in the fan-out figure (default 10000)
   --rates A,B          paced rates for latency (default 1000,5000)
   --paced-workers N    storm workers for paced runs (default 4)
+  --long-stop S        also SIGSTOP the forwarder S s, to overflow its buffer (default 3; 0: skip)
   --only G,G / --skip G,G   groups: ${GROUPS.join(', ')}
   --no-forkstat        skip forkstat (never installs it)
   --keep               keep every run's logs under scripts/bench/out/
-  --json FILE          also write every run's raw figures to FILE`);
+  --json FILE          also write every run's raw figures to FILE
+  --md FILE            also write the method, the table and the profile to FILE (markdown)`);
   process.exit(0);
 }
 
@@ -70,6 +74,7 @@ const cfg = {
   pacedWorkers: num(opt['paced-workers'], 4),
   stopAtS: 1.0,
   stopForS: 0.5,
+  longStopS: num(opt['long-stop'], 3),
 };
 const only = opt.only ? new Set(opt.only.split(',')) : new Set(GROUPS);
 for (const g of (opt.skip ?? '').split(',').filter(Boolean)) only.delete(g);
@@ -341,17 +346,21 @@ async function groupFanout(systems) {
 }
 
 async function groupSigstop(systems) {
-  say(`sigstop: ${cfg.maxWorkers} workers unpaced, ${Math.max(cfg.secs, 2.5)} s, 1 registrant; forwarder SIGSTOPped at ${cfg.stopAtS} s for ${cfg.stopForS} s`);
-  await alternate('sigstop', systems, {
-    registrants: 1, logged: true, workers: cfg.maxWorkers, secs: Math.max(cfg.secs, 2.5),
-    sigstop: { at: cfg.stopAtS, for: cfg.stopForS },
-  }, (name, r) => {
-    put('stop.delivery', name, r.delivery);
-    put('stop.missing', name, r.missing);
-    put('stop.lossEvents', name, r.fwd.lossEvents);
-    put('stop.lostTotal', name, r.fwd.lostTotal);
-    put('stop.rate', name, r.rate);
-  });
+  const stops = [['stop', cfg.stopForS]];
+  if (cfg.longStopS > 0) stops.push(['longstop', cfg.longStopS]);
+  for (const [key, forS] of stops) {
+    const secs = Math.max(cfg.secs, cfg.stopAtS + forS + 1.5);
+    say(`${key}: ${cfg.maxWorkers} workers unpaced, ${secs} s, 1 registrant; forwarder SIGSTOPped at ${cfg.stopAtS} s for ${forS} s`);
+    await alternate(key, systems, {
+      registrants: 1, logged: true, workers: cfg.maxWorkers, secs, sigstop: { at: cfg.stopAtS, for: forS },
+    }, (name, r) => {
+      put(`${key}.delivery`, name, r.delivery);
+      put(`${key}.missing`, name, r.missing);
+      put(`${key}.lossEvents`, name, r.fwd.lossEvents);
+      put(`${key}.lostTotal`, name, r.fwd.lostTotal);
+      put(`${key}.rate`, name, r.rate);
+    });
+  }
 }
 
 async function groupRss() {
@@ -390,7 +399,7 @@ async function groupRss() {
 }
 
 async function groupRegistry() {
-  const secs = quick ? 1 : 3;
+  const secs = quick ? 1 : 2;
   say(`registry: relayfork, \`echo PID > processes\` (alternating PID / -PID) and \`cat processes\`, ${secs} s each, from bin/fsops`);
   const rec = await startReceivers(1, null);
   const fwd = await relayfork.start({ registrants: [] });
@@ -441,11 +450,11 @@ async function perfAttach(perfBin, dir, name) {
         const all = r.stdout.split('\n').map((l) => /^\s+([\d.]+)%\s+(\d+)\s+(.*)$/.exec(l)).filter(Boolean)
           .map((m) => ({ pct: Number(m[1]), samples: Number(m[2]), what: m[3].replace(/\s+/g, ' ').trim() }));
         const samples = all.reduce((a, x) => a + x.samples, 0);
-        return { samples, rows: all.filter((x) => x.pct >= limit) };
+        return { samples, rows: all.filter((x) => x.pct >= limit), all };
       };
       const byDso = await report('dso', 0.5);
       const bySym = await report('dso,sym', 0.7);
-      return { samples: byDso.samples, byDso: byDso.rows, bySym: bySym.rows, counts };
+      return { samples: byDso.samples, byDso: byDso.rows, bySym: bySym.rows, bySymAll: bySym.all, counts };
     };
   };
 }
@@ -537,9 +546,11 @@ function table() {
     row(`${n} registrants: p50 latency of the last registrant, µs`, `fan${n}.p50last`, 0, 'the fan-out backs up: the kernel queues forks in the 8 MiB buffer');
     row(`${n} registrants: time to drain after the storm, ms`, `fan${n}.drain`, 0);
   }
-  row(`forwarder SIGSTOPped ${cfg.stopForS} s in a max-rate storm: delivery, %`, 'stop.delivery', 2);
-  row('… forks not delivered', 'stop.missing', 0);
-  row('… loss events counted (daemon `forks lost` lines / reference ENOBUFS)', 'stop.lossEvents', 0, 'relayfork counts one per ENOBUFS; the kernel does not say how many messages each one cost');
+  for (const [key, forS, why] of [['stop', cfg.stopForS, ''], ['longstop', cfg.longStopS, ' (long enough to overflow the 8 MiB buffer: is the loss counted?)']]) {
+    row(`forwarder SIGSTOPped ${forS} s in a max-rate storm${why}: delivery, %`, `${key}.delivery`, 2);
+    row('… forks not delivered', `${key}.missing`, 0);
+    row('… loss events counted (daemon `forks lost` lines / reference ENOBUFS)', `${key}.lossEvents`, 0, 'one per ENOBUFS: the kernel does not say how many messages each overrun cost');
+  }
   row('RSS after start, MB', 'rss.startRuns', 1);
   if (results['rss.start']) {
     const after = [];
@@ -571,7 +582,13 @@ function profileText() {
     lines.push('| share | ≈ µs per fork | where (dso) |', '| --- | --- | --- |');
     for (const d of p.byDso) lines.push(`| ${fmt(d.pct)}% | ${perFork(d.pct)} | ${d.what} |`);
     lines.push('', '| share | ≈ µs per fork | symbol |', '| --- | --- | --- |');
-    for (const d of p.bySym.slice(0, 18)) lines.push(`| ${fmt(d.pct)}% | ${perFork(d.pct)} | ${d.what.replace(/\|/g, '\\|')} |`);
+    for (const d of p.bySym.slice(0, 14)) lines.push(`| ${fmt(d.pct)}% | ${perFork(d.pct)} | ${d.what.replace(/\|/g, '\\|')} |`);
+    const user = p.bySymAll.filter((d) => !d.what.startsWith('[kernel'));
+    if (user.length > 0 && system === 'relayfork') {
+      lines.push('', 'User space only (the kernel rows above are where the VM\'s timer samples land, not where time is spent):', '',
+        '| share | ≈ µs per fork | symbol |', '| --- | --- | --- |');
+      for (const d of user.slice(0, 20)) lines.push(`| ${fmt(d.pct)}% | ${perFork(d.pct)} | ${d.what.replace(/\|/g, '\\|')} |`);
+    }
   }
   const cp = profileReport.cpuprof;
   if (cp) {
@@ -644,10 +661,15 @@ async function main() {
   } finally {
     await stopAll();
   }
-  console.log(`\nResults (${((Date.now() - t0) / 1000).toFixed(0)} s of runs; medians; ratio = relayfork / reference)\n`);
-  console.log(table());
+  const heading = `Results (${((Date.now() - t0) / 1000).toFixed(0)} s of runs; medians; ratio = relayfork / reference)`;
+  const tbl = table();
   const prof = profileText();
-  if (prof) console.log(`\nProfile\n\n${prof}`);
+  console.log(`\n${heading}\n\n${tbl}`);
+  if (prof) console.log(`\nProfile\n${prof}`);
+  if (opt.md) {
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(opt.md, `\`\`\`\n${method}\n\`\`\`\n\n${heading}\n\n${tbl}\n${prof ? `\n### Profile\n${prof}\n` : ''}`);
+  }
   if (opt.json) {
     const { writeFile } = await import('node:fs/promises');
     await writeFile(opt.json, JSON.stringify({ machine: m, cfg, results, runs: raw, profile: profileReport }, null, 1));
