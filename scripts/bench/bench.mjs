@@ -5,7 +5,7 @@
 // "native limit") on the same machine in the same run: every figure is taken for
 // both in alternation (A B A B ...), reported as medians and as the ratio
 // relayfork / reference. See BENCHMARKS.md for the latest table.
-import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { cpus, release, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -36,6 +36,7 @@ const { values: opt } = parseArgs({
     keep: { type: 'boolean', default: false },
     json: { type: 'string' },
     md: { type: 'string' },
+    'receiver-uid': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -56,6 +57,7 @@ if (opt.help) {
   --no-forkstat        skip forkstat (never installs it)
   --keep               keep every run's logs under scripts/bench/out/
   --json FILE          also write every run's raw figures to FILE
+  --receiver-uid N     run receivers as this uid/gid (default 61905; 0: as root)
   --md FILE            also write the method, the table and the profile to FILE (markdown)`);
   process.exit(0);
 }
@@ -109,13 +111,19 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 
 let bins;
 let outDir;
+/**
+ * Receivers run as their own user: queued signals count against the receiving
+ * user's RLIMIT_SIGPENDING, and on a shared machine another root process with a
+ * full queue (a registrant that never reads) makes every send to root fail with EAGAIN.
+ */
+let receiverIds = {};
 let runNo = 0;
 
 async function startReceivers(n, dir) {
   const rs = [];
   for (let i = 0; i < n; i++) {
     const log = dir ? path.join(dir, `r${i}.log`) : null;
-    const r = spawnLines(bins.receiver, [String(SIGNO), ...(log ? [log] : [])]);
+    const r = spawnLines(bins.receiver, [String(SIGNO), ...(log ? [log] : [])], receiverIds);
     r.log = log;
     rs.push(r);
   }
@@ -142,6 +150,7 @@ const ticks = (t) => (t ? t.utime + t.stime : NaN);
 async function oneRun(sys, c) {
   runNo++;
   const dir = await mkdtemp(path.join(outDir ?? tmpdir(), `run${String(runNo).padStart(3, '0')}-${sys.name}-`));
+  if (receiverIds.uid !== undefined) await chown(dir, receiverIds.uid, receiverIds.gid); // receivers write their logs here
   const rec = await startReceivers(c.registrants, c.logged ? dir : null);
   let fwd;
   try {
@@ -182,6 +191,7 @@ async function oneRun(sys, c) {
 
     const out = {
       system: sys.name,
+      pid: fwd.pid,
       forks: st.forks,
       rate: st.rate,
       drainMs,
@@ -261,6 +271,7 @@ function describe(r) {
   if (r.p50 !== undefined) parts.push(`p50 ${fmt(r.p50, 0)} µs p99 ${fmt(r.p99, 0)} µs`);
   if (Number.isFinite(r.cpuUs)) parts.push(`cpu ${fmt(r.cpuUs, 2)} µs/fork (usr ${fmt(r.userUs, 2)} sys ${fmt(r.sysUs, 2)})`);
   if (r.fwd?.lossEvents) parts.push(`loss events ${r.fwd.lossEvents}`);
+  if (r.fwd?.dropped || r.fwd?.dropWarnings) parts.push(`SIGNALS DROPPED (receiver queue full): ${r.fwd.dropped ?? `${r.fwd.dropWarnings} warning(s)`}`);
   if (r.drainMs > 1000) parts.push(`drained in ${r.drainMs} ms`);
   return parts.join(', ');
 }
@@ -624,6 +635,13 @@ async function main() {
     await mkdir(outDir, { recursive: true });
   }
   bins = await buildHelpers();
+  const uid = num(opt['receiver-uid'], 61905);
+  if (uid > 0) {
+    // The receiver binary must be reachable by that user; without arguments it exits 2.
+    const probe = await runCmd(bins.receiver, [], 5000, { uid, gid: uid });
+    if (probe.code === 2) receiverIds = { uid, gid: uid };
+    else say(`bench: receivers cannot run as uid ${uid} (${probe.stderr.trim() || probe.code}); running them as root`);
+  }
   const fs = opt['no-forkstat'] || !only.has('max') ? { path: null, why: 'skipped' } : await findForkstat(say);
   const m = await machine();
   const ref = reference(bins.reference);
@@ -635,7 +653,8 @@ async function main() {
   A = relayfork (node bin/relayfork.js mount <tmp> --log-level warn; registrants written to processes),
   B = reference (scripts/bench/c/reference.c: proc connector, fork-only filter, 8 MiB buffer, pidfd_send_signal).
   Each figure is run for A and B in alternation (A B A B ..., ${cfg.pairs} pair(s)); the table shows medians and
-  the ratio A/B. Every run starts a fresh forwarder and fresh receivers (C, signalfd, signal ${SIGNO}),
+  the ratio A/B. Every run starts a fresh forwarder and fresh receivers (C, signalfd, signal ${SIGNO},
+  ${receiverIds.uid !== undefined ? `uid ${receiverIds.uid}, so their signal queue is not root's` : 'as root'}),
   warms the forwarder up with a ${WARMUP_S} s storm (JIT, first faults), then measures its steady state.
   Storm (C): N workers each fork(); child _exit(0); parent waitpid — unpaced ("max", ${cfg.maxWorkers} workers) or
   paced to a total rate (${cfg.pacedWorkers} workers), ${cfg.secs} s per run; it logs child_pid t_before_fork and the
