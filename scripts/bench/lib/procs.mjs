@@ -1,7 +1,7 @@
 // Child processes and /proc readings for the benchmark. Nothing here touches a
 // FUSE mount from this process: files on the mount are written by child processes.
 import { spawn } from 'node:child_process';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import { parseProcStat } from './analyze.mjs';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -157,4 +157,84 @@ export async function waitIdle(pid, maxMs = 60_000) {
     if (calm >= 2) break;
   }
   return Date.now() - t0;
+}
+
+/** Forks (processes and threads) the host has made since boot: `processes` in /proc/stat. */
+export async function hostForks() {
+  const text = await readFile('/proc/stat', 'latin1');
+  return Number(/^processes (\d+)$/m.exec(text)?.[1] ?? NaN);
+}
+
+/**
+ * The process's proc connector sockets as /proc/net/netlink shows them: bytes
+ * queued (Rmem, summed) and messages the kernel dropped for want of room (Drops,
+ * summed), or null when it has none.
+ */
+export async function connectorQueue(pid) {
+  const inodes = new Set();
+  let fds = [];
+  try {
+    fds = await readdir(`/proc/${pid}/fd`);
+  } catch {
+    return null;
+  }
+  await Promise.all(fds.map(async (fd) => {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(await readlink(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }));
+  const text = await readFile('/proc/net/netlink', 'latin1');
+  let found = false;
+  let rmem = 0;
+  let drops = 0;
+  for (const line of text.split('\n').slice(1)) {
+    // sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[1] !== '11' || !inodes.has(f[9])) continue;
+    found = true;
+    rmem += Number(f[4]);
+    drops += Number(f[8]);
+  }
+  return found ? { rmem, drops } : null;
+}
+
+/**
+ * Waits until the forwarder has read everything the kernel queued for it (its
+ * connector sockets hold 0 bytes twice in a row, 100 ms apart), then until it
+ * stops burning CPU (the fan-out of the last message). Falls back to the CPU
+ * test alone for a process without a connector socket. Returns { ms, drained }.
+ */
+export async function waitDrained(pid, maxMs = 30_000) {
+  const t0 = Date.now();
+  let empty = 0;
+  for (;;) {
+    const q = await connectorQueue(pid);
+    if (!q) break;
+    empty = q.rmem === 0 ? empty + 1 : 0;
+    if (empty >= 2) break;
+    if (Date.now() - t0 > maxMs) return { ms: Date.now() - t0, drained: false };
+    await sleep(100);
+  }
+  await waitIdle(pid, Math.max(1000, maxMs - (Date.now() - t0)));
+  return { ms: Date.now() - t0, drained: true };
+}
+
+/**
+ * Waits (up to maxMs) for the rest of the host to fork less than maxRate a
+ * second, sampled over 500 ms. Returns the last rate seen.
+ */
+export async function waitQuiet(maxRate, maxMs, onWait) {
+  const t0 = Date.now();
+  let told = false;
+  for (;;) {
+    const a = await hostForks();
+    await sleep(500);
+    const rate = ((await hostForks()) - a) * 2;
+    if (rate <= maxRate || Date.now() - t0 >= maxMs) return rate;
+    if (!told) onWait?.(rate);
+    told = true;
+  }
 }
