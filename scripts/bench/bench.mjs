@@ -137,7 +137,12 @@ function storm({ workers, rate = 0, secs, log = null }) {
   const args = ['-w', String(workers), '-d', String(secs)];
   if (rate > 0) args.push('-r', String(rate));
   if (log) args.push('-l', log);
-  return spawnLines(bins.storm, args);
+  const s = spawnLines(bins.storm, args);
+  // Its workers stop by themselves at the deadline; the storm itself is stopped on an interrupt.
+  const stop = () => stopChild(s, 'SIGKILL');
+  live.add(stop);
+  s.exited.then(() => live.delete(stop));
+  return s;
 }
 
 const WARMUP_S = 0.5;

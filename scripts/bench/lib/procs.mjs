@@ -66,6 +66,7 @@ export async function stopChild(child, signal = 'SIGTERM', ms = 10_000) {
   if (child.exitInfo()) return child.exitInfo();
   try {
     child.proc.kill(signal);
+    child.proc.kill('SIGCONT'); // a forwarder stopped by the benchmark must see it
   } catch {
     // already gone
   }
