@@ -694,8 +694,8 @@ async function main() {
   receivers log si_pid si_value t_at_read (CLOCK_MONOTONIC). Delivery counts only signals whose si_pid is a
   storm worker (the host's other forks are relayed too). Latency matches each read to the latest fork of
   that child PID before it. CPU = utime+stime of the forwarder process (all threads, /proc/PID/stat,
-  ${CLK_TCK} Hz ticks) from just before the storm until it has drained its socket (Rmem 0 in
-  /proc/net/netlink) and is idle, divided by every fork event on the host in that window (/proc/stat
+  ${CLK_TCK} Hz ticks) from just before the storm until it has drained its socket (≤ 16 KiB
+  queued, Rmem in /proc/net/netlink), divided by every fork event on the host in that window (/proc/stat
   processes: the storm's and other users', which a forwarder reads too). Each run waits up to
   ${QUIET_WAIT_MS / 1000} s (${quick ? 20 : 90} s in all) for the rest of the host to fork under ${QUIET_RATE}/s before it starts. forkstat: ${fs.path ? `${fs.path} -e fork, output to /dev/null, same storm, no registrant` : `not measured (${fs.why})`}.
   The machine is shared and noisy: read medians and ratios, not single runs.`;
