@@ -43,7 +43,7 @@ const { values: opt } = parseArgs({
 
 if (opt.help) {
   console.log(`usage: npm run bench -- [options]
-  --quick              a smoke run: 1 pair, 1 s storms, 5 s RSS storms (~2 min)
+  --quick              a smoke run: 1 pair, 1 s storms, 5 s RSS storms (~2-3 min)
   --pairs N            A/B pairs per figure (default 3)
   --secs S             storm length per run, seconds (default 4)
   --rss-secs S         length of each RSS storm (default 60)
