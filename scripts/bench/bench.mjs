@@ -92,10 +92,13 @@ const say = (s) => process.stderr.write(`${s}\n`);
 // cleanup: every receiver and forwarder started here is stopped on any exit
 
 const live = new Set();
+const liveDirs = new Set(); // temporary run directories, removed on an interrupt too
 let interrupted = false;
 async function stopAll() {
   await Promise.all([...live].map((s) => s().catch(() => {})));
   live.clear();
+  if (!opt.keep) await Promise.all([...liveDirs].map((d) => rm(d, { recursive: true, force: true })));
+  liveDirs.clear();
 }
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
@@ -165,6 +168,7 @@ async function oneRun(sys, c) {
   const foreignBefore = await waitQuiet(QUIET_RATE, budget, (rate) => say(`  (waiting up to ${budget / 1000} s for a quieter host: ${rate} forks/s from others)`));
   quietBudgetMs = Math.max(0, quietBudgetMs - (Date.now() - t0 - 500));
   const dir = await mkdtemp(path.join(outDir ?? tmpdir(), `run${String(runNo).padStart(3, '0')}-${sys.name}-`));
+  liveDirs.add(dir);
   if (receiverIds.uid !== undefined) await chown(dir, receiverIds.uid, receiverIds.gid); // receivers write their logs here
   const rec = await startReceivers(c.registrants, c.logged ? dir : null);
   let fwd;
@@ -265,6 +269,7 @@ async function oneRun(sys, c) {
       fwd.untrack();
     }
     if (!opt.keep) await rm(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
   }
 }
 
@@ -508,6 +513,7 @@ const STAT_EVENTS = ['raw_syscalls:sys_enter', 'context-switches', 'cpu-migratio
 
 async function groupProfile() {
   const profDir = await mkdtemp(path.join(outDir ?? tmpdir(), 'profile-'));
+  liveDirs.add(profDir);
   const base = { registrants: 1, logged: true, workers: cfg.maxWorkers, secs: cfg.secs };
   profileReport = { perf: [], cpuprof: null };
   try {
