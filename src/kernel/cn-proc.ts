@@ -193,3 +193,27 @@ export function encodeSockaddrNl(groups: number, portId = 0): Buffer {
   b.writeUInt32LE(groups, 8);
   return b;
 }
+
+/**
+ * The hot path's shortcut, allocation-free: the kernel sends each event in a
+ * datagram of its own, so most reads hold exactly one fork message. When
+ * buf[0, n) is that, writes [parentTgid, childPid, childTgid] into `out` and
+ * returns true; for anything else returns false, and the caller decodes with
+ * decodeMessages (which gives the same fields for this case: see its tests).
+ */
+export function readLoneFork(buf: Buffer, n: number, out: Int32Array): boolean {
+  const forkEnd = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT_HDRLEN + FORK_DATA_LEN;
+  if (n < forkEnd || buf.readUInt32LE(0) !== n) return false; // one message, long enough
+  if (buf.readUInt16LE(4) !== NLMSG_DONE) return false;
+  const cn = NLMSG_HDRLEN;
+  if (buf.readUInt32LE(cn) !== CN_IDX_PROC || buf.readUInt32LE(cn + 4) !== CN_VAL_PROC) return false;
+  const dataLen = buf.readUInt16LE(cn + 16);
+  if (dataLen < PROC_EVENT_HDRLEN + FORK_DATA_LEN || dataLen > n - NLMSG_HDRLEN - CN_MSG_HDRLEN) return false;
+  const ev = cn + CN_MSG_HDRLEN;
+  if (buf.readUInt32LE(ev) !== PROC_EVENT_FORK) return false;
+  const data = ev + PROC_EVENT_HDRLEN;
+  out[0] = buf.readInt32LE(data + 4); // parent_tgid
+  out[1] = buf.readInt32LE(data + 8); // child_pid
+  out[2] = buf.readInt32LE(data + 12); // child_tgid
+  return true;
+}

@@ -3,6 +3,7 @@
 import { release as osRelease } from 'node:os';
 import {
   decodeMessages,
+  readLoneFork,
   NLMSG_HDRLEN,
   encodeSockaddrNl,
   encodeSubscribe,
@@ -64,6 +65,8 @@ export class NetlinkSource implements ForkSource {
   /** An ENOBUFS was read and the queue has not been seen empty since: losses to report. */
   private overrun = false;
   private closed = false;
+  /** readLoneFork's output: parent tgid, child pid, child tgid. */
+  private readonly fork = new Int32Array(3);
 
   private constructor(readonly fd: number, readonly subscription: Subscription, private readonly opts: NetlinkOptions) {
     this.drops = this.readDrops();
@@ -151,6 +154,12 @@ export class NetlinkSource implements ForkSource {
         throw new SyscallError('recvfrom', e);
       }
       if (addr.readUInt32LE(4) !== 0) continue; // only the kernel (port 0) speaks for the connector
+      const fork = this.fork;
+      if (readLoneFork(buf, n, fork)) {
+        if (fork[1] === fork[2] || this.opts.threads) sink.fork(fork[0]!, fork[1]!, fork[2]!);
+        if (until !== 0 && Date.now() >= until) break;
+        continue;
+      }
       for (const ev of decodeMessages(buf, n)) {
         switch (ev.kind) {
           case 'fork':

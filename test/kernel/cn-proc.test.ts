@@ -11,6 +11,7 @@ import {
   PROC_EVENT_EXIT,
   PROC_EVENT_FORK,
   PROC_EVENT_NONE,
+  readLoneFork,
 } from '../../src/kernel/cn-proc.js';
 
 // Hand-built messages, laid out as the kernel sends them (see the struct
@@ -157,5 +158,31 @@ describe('proc connector requests', () => {
 
   it('encodes sockaddr_nl for the proc group', () => {
     expect([...encodeSockaddrNl(1)]).toEqual([16, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+  });
+});
+
+describe('the lone-fork shortcut', () => {
+  const out = new Int32Array(3);
+
+  it('reads a datagram of one fork message as the decoder does', () => {
+    for (const [pp, pt, cp, ct] of [[100, 100, 200, 200], [7, 7, 301, 300], [1, 1, 2147483647, 2147483647]]) {
+      const b = fork(pp!, pt!, cp!, ct!);
+      expect(readLoneFork(b, b.length, out)).toBe(true);
+      const [ev] = decodeMessages(b);
+      expect(ev).toEqual({ kind: 'fork', parentPid: pp, parentTgid: out[0], childPid: out[1], childTgid: out[2] });
+    }
+  });
+
+  it('declines everything else, so the decoder handles it', () => {
+    const two = Buffer.concat([fork(1, 1, 2, 2), fork(3, 3, 4, 4)]);
+    const ack = nlmsg(NLMSG_DONE, cnMsg(procEvent(PROC_EVENT_NONE, [0])));
+    const foreign = nlmsg(NLMSG_DONE, cnMsg(procEvent(PROC_EVENT_FORK, [1, 1, 2, 2]), { idx: 7 }));
+    const exit = nlmsg(NLMSG_DONE, cnMsg(procEvent(PROC_EVENT_EXIT, [5, 5, 0, 17, 1, 1])));
+    const short = fork(1, 1, 2, 2).subarray(0, 60);
+    const lying = fork(1, 1, 2, 2);
+    lying.writeUInt16LE(500, 16 + 16); // cn_msg.len claims more than there is
+    for (const b of [two, ack, foreign, exit, short, lying, Buffer.alloc(0)]) {
+      expect(readLoneFork(b, b.length, out)).toBe(false);
+    }
   });
 });
