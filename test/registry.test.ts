@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RelayError } from '../src/errors.js';
 import { close, pidfdExited } from '../src/kernel/syscalls.js';
 import { isKernelThread, Registry, type RegistryListener } from '../src/registry.js';
+import { errnoOf as codeOf } from './helpers/common.js';
 
 // The registry against real processes and real pidfds; the listener (the
 // relay worker's side) is a recorder.
@@ -35,16 +35,6 @@ async function deadPid(): Promise<number> {
 afterEach(() => {
   for (const c of children.splice(0)) c.kill('SIGKILL');
 });
-
-function codeOf(fn: () => void): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RelayError) return err.code;
-    throw err;
-  }
-  return undefined;
-}
 
 describe('registry', () => {
   it('registers in order, ignores repeats, unregisters, and hands the listener a live pidfd', () => {

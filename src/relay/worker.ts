@@ -10,7 +10,7 @@ import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
 import { NetlinkSource } from '../sources/netlink.js';
 import { PollSource } from '../sources/poll.js';
 import { openSource, SourceUnavailable, type Chosen } from '../sources/select.js';
-import type { ForkSink, ForkSource } from '../sources/source.js';
+import type { ForkSink } from '../sources/source.js';
 import { FanOut, type Target } from './fan-out.js';
 import { LossLog } from './loss-log.js';
 import { defaultDeps, PendingWatch } from './pending-watch.js';

@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseProcessesWrite, parseSignal, renderProcesses, renderSignal } from '../../src/control/grammar.js';
-import { RelayError } from '../../src/errors.js';
+import { errnoOf } from '../helpers/common.js';
 
 const PID_MAX = 32768;
-
-function errnoOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof RelayError) return err.code;
-    throw err;
-  }
-  return undefined;
-}
 
 describe('processes write grammar', () => {
   it('reads one PID, with or without a newline', () => {

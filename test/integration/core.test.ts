@@ -2,15 +2,14 @@
 // point, real write(2)s and reads, and a real C receiver that reads siginfo through a
 // signalfd. Every test starts its own daemon; afterEach kills and unmounts whatever is
 // left, so a failing test leaves no mount and no process behind.
-import { access, open, readFile, readdir, stat } from 'node:fs/promises';
-import * as path from 'node:path';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, cleanupAll, ensureBuilt, makeMountDir, mountsAt, runCli, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { forkTrue, readText, runAsNobody, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver, type Receiver, type Sig } from '../helpers/receiver.js';
+import { SI_ASYNCIO, processesOf, signalOf, exists } from '../helpers/common.js';
 
-const SI_ASYNCIO = -4;
 const PF_KTHREAD = 0x00200000;
 
 beforeAll(async () => {
@@ -19,8 +18,6 @@ beforeAll(async () => {
 afterEach(cleanupAll);
 afterAll(cleanupAll);
 
-const processesOf = (d: Daemon) => path.join(d.dir, 'processes');
-const signalOf = (d: Daemon) => path.join(d.dir, 'signal');
 
 async function register(d: Daemon, text: string): Promise<void> {
   expect(await writeCtl(processesOf(d), text)).toBeNull();
@@ -33,15 +30,6 @@ const forChild = (r: Receiver, child: number): Sig[] => r.signals.filter((s) => 
 async function settle(r: Receiver, children: number[], timeoutMs = 5000): Promise<void> {
   await r.waitFor((sigs) => children.every((c) => sigs.some((s) => s.value === c)), timeoutMs);
   await sleep(300);
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A pid that existed a moment ago and has been reaped. */

@@ -13,6 +13,7 @@ import { cleanupAll, ensureBuilt, startDaemon, type Daemon } from '../helpers/da
 import { asUserWithCaps, NOBODY } from '../helpers/confine.js';
 import { forkTrue, readText, sleep, writeCtl } from '../helpers/fsio.js';
 import { REPO_ROOT } from '../helpers/native.js';
+import { hasTool } from '../helpers/common.js';
 
 const execFileAsync = promisify(execFile);
 const EXAMPLES = path.join(REPO_ROOT, 'examples');
@@ -76,14 +77,6 @@ async function cleanup(): Promise<void> {
     }))));
 }
 
-async function hasTool(name: string): Promise<boolean> {
-  try {
-    await execFileAsync('sh', ['-c', `command -v ${name}`]);
-    return true;
-  } catch {
-    return false;
-  }
-}
 const havePython = await hasTool('python3');
 
 let binDir: string;

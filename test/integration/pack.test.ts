@@ -4,7 +4,7 @@
 // a devDependency, is not installed), then runs: --version, --help, and a real mount
 // that relays a fork to a real receiver.
 import { execFile } from 'node:child_process';
-import { access, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -13,22 +13,13 @@ import { cleanupAll, ensureBuilt, startDaemon } from '../helpers/daemon.js';
 import { forkTrue, readText, writeCtl } from '../helpers/fsio.js';
 import { compileHelper, REPO_ROOT } from '../helpers/native.js';
 import { startReceiver } from '../helpers/receiver.js';
+import { SI_ASYNCIO, exists } from '../helpers/common.js';
 
 const execFileAsync = promisify(execFile);
-const SI_ASYNCIO = -4;
 
 let tmp: string;
 let tarball: string;
 let packed: string[];
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Every src/**\/*.ts as the dist/**\/*.js tsc makes of it. */
 async function expectedDist(): Promise<string[]> {

@@ -2,7 +2,7 @@
 // once (through /proc/sys/kernel/ns_last_pid), SIGKILL and restart, and mount
 // points whose names a shell would take for commands.
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, realpath, rm, stat } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { cleanupAll, ensureBuilt, mountsAt, readMounts, startDaemon, type Daemon
 import { forkTrue, readText, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
+import { processesOf, exists } from '../helpers/common.js';
 
 beforeAll(async () => {
   await Promise.all([compileHelper('receiver'), compileHelper('at-pid'), ensureBuilt()]);
@@ -17,7 +18,6 @@ beforeAll(async () => {
 afterEach(cleanupAll);
 afterAll(cleanupAll);
 
-const processesOf = (d: Daemon) => path.join(d.dir, 'processes');
 
 async function register(d: Daemon, text: string): Promise<void> {
   expect(await writeCtl(processesOf(d), text)).toBeNull();
@@ -38,13 +38,6 @@ async function until(what: string, cond: () => Promise<boolean> | boolean, timeo
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(20);
   }
-}
-
-async function exists(p: string): Promise<boolean> {
-  return access(p).then(
-    () => true,
-    () => false,
-  );
 }
 
 const got = (r: Receiver, child: number) => r.signals.filter((s) => s.value === child);

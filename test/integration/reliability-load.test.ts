@@ -5,7 +5,6 @@
 // (test/helpers/forkstorm.c) whose children all have its workers as parents.
 import { execFile, spawn } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
-import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll, ensureBuilt, mountsAt, startDaemon, type Daemon, type LogLine } from '../helpers/daemon.js';
@@ -13,6 +12,7 @@ import { forkTrue, readText, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { cleanupStorms, startStorm } from '../helpers/storm.js';
+import { processesOf } from '../helpers/common.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -25,7 +25,6 @@ afterEach(async () => {
 });
 afterAll(cleanupAll);
 
-const processesOf = (d: Daemon) => path.join(d.dir, 'processes');
 
 /** SigQ of a process: signals queued for its real user, and its RLIMIT_SIGPENDING. */
 async function sigq(pid: number): Promise<{ queued: number; limit: number }> {

@@ -19,19 +19,11 @@ import { forkTrue, readText, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper, REPO_ROOT } from '../helpers/native.js';
 import { startReceiver, type Receiver } from '../helpers/receiver.js';
 import { environment, get, list, readUnit, setprivCap, UNIT_PATH, type Unit } from '../helpers/unit-file.js';
+import { SI_ASYNCIO, hasTool } from '../helpers/common.js';
 
 const execFileAsync = promisify(execFile);
-const SI_ASYNCIO = -4;
 const THE_THREE = ['CAP_SYS_ADMIN', 'CAP_NET_ADMIN', 'CAP_KILL'];
 
-async function hasTool(name: string): Promise<boolean> {
-  try {
-    await execFileAsync('sh', ['-c', `command -v ${name}`]);
-    return true;
-  } catch {
-    return false;
-  }
-}
 const [haveSystemdAnalyze, haveStrace] = await Promise.all([hasTool('systemd-analyze'), hasTool('strace')]);
 
 let unit: Unit;

@@ -9,14 +9,13 @@
 // whole daemon there, end to end, rather than a seam in the source selection.
 import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupAll, ensureBuilt, makeMountDir, runCli, startDaemon, type Daemon, type LogLine } from '../helpers/daemon.js';
 import { readText, sleep, writeCtl } from '../helpers/fsio.js';
 import { compileHelper } from '../helpers/native.js';
 import { startReceiver, type Receiver, type Sig } from '../helpers/receiver.js';
+import { SI_ASYNCIO, processesOf, signalOf } from '../helpers/common.js';
 
-const SI_ASYNCIO = -4;
 const POLL_MS = 100;
 
 beforeAll(async () => {
@@ -25,8 +24,6 @@ beforeAll(async () => {
 afterEach(cleanupAll);
 afterAll(cleanupAll);
 
-const processesOf = (d: Daemon) => path.join(d.dir, 'processes');
-const signalOf = (d: Daemon) => path.join(d.dir, 'signal');
 const forChild = (r: Receiver, child: number): Sig[] => r.signals.filter((s) => s.value === child);
 const sourceReady = (d: Daemon) => d.waitForLog((l) => l.msg === 'fork source ready');
 
