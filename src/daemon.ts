@@ -29,7 +29,6 @@ const CAP_KILL = 5;
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
 const FUSE_TYPE = 'fuse.relayfork';
-const MOUNT_WATCH_MS = 1000;
 
 async function effectiveCaps(): Promise<bigint> {
   const status = await readFile('/proc/self/status', 'utf8');
@@ -127,9 +126,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const registry = new Registry(relay);
   relay.onExited = (id) => registry.exited(id);
+  registry.onPruned = (pid) => logger('registry').info({ registrant: pid, why: 'exit' }, 'registrant gone');
 
   const events = new EventsHub(relay.events, { mountpoint, path: '/relayfork/events' });
   const stats = (): StatsSnapshot => {
+    registry.pruneExited();
     const c = relay.counters();
     const e = events.stats();
     return {
@@ -171,7 +172,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const stop = async (code = 0, unmount = true): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    clearInterval(watch);
     events.stop(); // waiting `events` readers get end of file
     if (unmount) fs.unmount();
     await relay.stop();
@@ -186,8 +186,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   };
 
   // An administrator may unmount the directory under us: then exit rather than
-  // run on, serving nobody.
-  const watch = setInterval(() => {
+  // run on, serving nobody. The relay worker says when the mount table changes.
+  relay.onMountsChanged = () => {
+    if (stopping) return;
     mountsAt(mountpoint).then(
       (here) => {
         if (stopping || here.some((m) => m.fstype === FUSE_TYPE)) return;
@@ -196,7 +197,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       },
       (err: unknown) => log.warn({ err }, 'could not read /proc/self/mountinfo'),
     );
-  }, MOUNT_WATCH_MS);
+  };
 
   return { mountpoint, done, stop: (code) => stop(code) };
 }

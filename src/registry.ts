@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { RelayError } from './errors.js';
 import type { ProcessCommand } from './control/grammar.js';
-import { close, dupCloexec, Errno, pidfdCanSignal, pidfdExited, pidfdOpen, SyscallError } from './kernel/syscalls.js';
+import { close, dupCloexec, Errno, pidfdCanSignal, pidfdExited, pidfdOpen, pidfdsExited, SyscallError } from './kernel/syscalls.js';
 
 export interface Registrant {
   readonly id: number;
@@ -42,6 +42,8 @@ export class Registry {
   private readonly byPid = new Map<number, Registrant>();
   private nextId = 1;
   readonly counters: RegistryCounters = { pruned: 0 };
+  /** Called for each registrant pruneExited removes (the relay's own exit watch logs its own). */
+  onPruned: (pid: number) => void = () => {};
 
   constructor(
     private readonly listener: RegistryListener,
@@ -100,6 +102,25 @@ export class Registry {
     } finally {
       for (const fd of opened.values()) close(fd);
     }
+  }
+
+  /**
+   * Removes every registrant whose process has exited (its pidfd is readable)
+   * and returns their PIDs. `processes` and `stats` run it before they are
+   * read, so neither ever shows a registrant that has exited, however soon
+   * the relay notices it itself.
+   */
+  pruneExited(): number[] {
+    const all = [...this.byPid.values()];
+    const exited = pidfdsExited(all.map((r) => r.pidfd));
+    const gone: number[] = [];
+    all.forEach((r, i) => {
+      if (!exited[i]) return;
+      this.exited(r.id);
+      gone.push(r.pid);
+      this.onPruned(r.pid);
+    });
+    return gone;
   }
 
   /** The fan-out saw this registrant's process end (pidfd readable, or ESRCH). */

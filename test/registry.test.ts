@@ -126,6 +126,26 @@ describe('registry', () => {
     expect(reg.counters.pruned).toBe(1);
   });
 
+  it('pruneExited removes exactly the registrants that have exited, once, and says which', async () => {
+    const rec = new Recorder();
+    const reg = new Registry(rec);
+    const pruned: number[] = [];
+    reg.onPruned = (pid) => pruned.push(pid);
+    const stays = sleeper();
+    const c = spawn('sleep', ['30'], { stdio: 'ignore' });
+    reg.apply([{ op: 'register', pid: c.pid! }, { op: 'register', pid: stays }]);
+    expect(reg.pruneExited()).toEqual([]);
+    c.kill('SIGKILL');
+    await new Promise((r) => c.on('exit', r));
+    expect(reg.pruneExited()).toEqual([c.pid!]);
+    expect(reg.pruneExited()).toEqual([]);
+    expect(reg.pids()).toEqual([stays]);
+    expect(pruned).toEqual([c.pid!]);
+    expect(reg.counters.pruned).toBe(1);
+    expect(rec.events).toEqual([`add ${c.pid!}`, `add ${stays}`, 'remove 1']);
+    reg.clear();
+  });
+
   it('re-registering a PID whose process died replaces the stale entry', async () => {
     const rec = new Recorder();
     const reg = new Registry(rec);

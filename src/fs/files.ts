@@ -51,7 +51,10 @@ export function pidMax(): number {
 
 export function processesFile(registry: Registry): FileBehaviour {
   return {
-    read: () => renderProcesses(registry.pids()),
+    read: () => {
+      registry.pruneExited(); // never list a registrant that has exited
+      return renderProcesses(registry.pids());
+    },
     write: (text) => registry.apply(parseProcessesWrite(text, pidMax())),
   };
 }

@@ -36,6 +36,7 @@ export const SO_MEMINFO = 55;
 export const SK_MEMINFO_DROPS = 8;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
+export const POLLPRI = 0x2;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const MNT_DETACH = 2;
@@ -51,6 +52,7 @@ const fns = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  getsockname: libc.func('int getsockname(int fd, void *addr, uint32_t *len)'),
   setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, uint32_t *len)'),
   send: libc.func('long send(int fd, const void *buf, unsigned long len, int flags)'),
@@ -130,6 +132,18 @@ export function pidfdExited(pidfd: number): boolean {
   return poll(p, 1, 0) > 0;
 }
 
+/** For each pidfd, whether its process has exited: one poll(2) over all of them. */
+export function pidfdsExited(pidfds: readonly number[]): boolean[] {
+  if (pidfds.length === 0) return [];
+  const p = Buffer.alloc(8 * pidfds.length);
+  pidfds.forEach((fd, i) => {
+    p.writeInt32LE(fd, 8 * i);
+    p.writeInt16LE(POLLIN, 8 * i + 4);
+  });
+  if (poll(p, pidfds.length, 0) === 0) return pidfds.map(() => false);
+  return pidfds.map((_, i) => (p.readInt16LE(8 * i + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0);
+}
+
 export function umount2(target: string, flags: number): number {
   return (fns.umount2(target, flags) as number) === 0 ? 0 : koffi.errno();
 }
@@ -148,6 +162,13 @@ export function setsockoptTimeval(fd: number, level: number, name: number, ms: n
   tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), 0);
   tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), 8);
   check('setsockopt', fns.setsockopt(fd, level, name, tv, 16) as number);
+}
+
+/** getsockname(2) into `addr` (its length is the room given); returns the length the kernel wrote. */
+export function getsockname(fd: number, addr: Buffer): number {
+  const len = new Uint32Array([addr.length]);
+  check('getsockname', fns.getsockname(fd, addr, len) as number);
+  return len[0]!;
 }
 
 export function setsockoptInt(fd: number, level: number, name: number, value: number): number {

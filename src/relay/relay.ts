@@ -5,6 +5,7 @@ import { FatalError } from '../errors.js';
 import { logger, writeLogLine } from '../log.js';
 import type { EventsShared } from '../events/ring.js';
 import type { RegistryListener } from '../registry.js';
+import { wakeReceiver } from '../sources/netlink.js';
 import type { SourceRequest } from '../sources/select.js';
 import { Control, Counter, createSharedState, type FromWorker, type SharedState, type ToWorker, type WorkerConfig } from './shared.js';
 
@@ -26,11 +27,15 @@ export interface RelayCounters {
   registrantsPruned: number;
 }
 
+const log = () => logger('relay');
+
 export class Relay implements RegistryListener {
   /** Called when the worker sees a registrant's process end. */
   onExited: (id: number, pid: number) => void = () => {};
   /** Called if the worker dies: the daemon cannot relay any more. */
   onFailed: (err: Error) => void = () => {};
+  /** Called when the host's mount table has changed (the worker watches it). */
+  onMountsChanged: () => void = () => {};
   private stopping = false;
 
   private constructor(
@@ -38,6 +43,7 @@ export class Relay implements RegistryListener {
     private readonly state: SharedState,
     readonly source: string,
     readonly sourceDetail: Record<string, unknown>,
+    private readonly wakePort: number | null,
   ) {}
 
   /** Starts the worker and resolves once the source is subscribed. */
@@ -53,7 +59,7 @@ export class Relay implements RegistryListener {
       worker.on('message', (m: FromWorker) => {
         switch (m.t) {
           case 'ready':
-            relay = new Relay(worker, state, m.source, m.detail);
+            relay = new Relay(worker, state, m.source, m.detail, m.wakePort);
             resolve(relay);
             break;
           case 'unavailable':
@@ -61,6 +67,9 @@ export class Relay implements RegistryListener {
             break;
           case 'exited':
             relay?.onExited(m.id, m.pid);
+            break;
+          case 'mounts':
+            relay?.onMountsChanged();
             break;
           case 'log':
             writeLogLine(m.line);
@@ -124,6 +133,8 @@ export class Relay implements RegistryListener {
     if (this.stopping) return;
     this.stopping = true;
     Atomics.store(this.state.control, Control.stop, 1);
+    // The netlink loop may be waiting in recvfrom for up to a second: end the wait.
+    if (this.wakePort !== null && !wakeReceiver(this.wakePort)) log().debug('could not wake the relay worker; it stops within a second');
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     const timer = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
     await Promise.race([exited, timer]);

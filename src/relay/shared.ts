@@ -50,7 +50,10 @@ export type ToWorker =
 
 /** Messages from the worker to the main thread. */
 export type FromWorker =
-  | { t: 'ready'; source: string; detail: Record<string, unknown> }
+  /** wakePort: the netlink port that ends the worker's wait (wakeReceiver), null for the poll source. */
+  | { t: 'ready'; source: string; detail: Record<string, unknown>; wakePort: number | null }
+  /** The mount table changed (/proc/self/mountinfo polled POLLPRI): the main thread looks at its mount. */
+  | { t: 'mounts' }
   | { t: 'unavailable'; source: string; reason: string }
   | { t: 'exited'; id: number; pid: number; why: 'exit' | 'esrch' }
   | { t: 'failed'; message: string; stack?: string }

@@ -3,10 +3,11 @@
 // while the netlink source runs; registry changes are taken from the port with
 // receiveMessageOnPort, checked for every fork through a shared generation
 // counter, so a write that returned before a fork started is always in effect.
+import { openSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import { EventsWriter } from '../events/ring.js';
-import { close, poll, POLLERR, POLLHUP, POLLIN } from '../kernel/syscalls.js';
+import { close, poll, POLLERR, POLLHUP, POLLIN, POLLPRI } from '../kernel/syscalls.js';
 import { NetlinkSource } from '../sources/netlink.js';
 import { PollSource } from '../sources/poll.js';
 import { openSource, SourceUnavailable, type Chosen } from '../sources/select.js';
@@ -142,41 +143,48 @@ async function run(): Promise<void> {
     lastLossLog = Date.now();
   }
   syncRegistry();
-  post({ t: 'ready', source: source.name, detail });
+  const receiving = source instanceof NetlinkSource ? source : null;
+  post({ t: 'ready', source: source.name, detail, wakePort: receiving ? receiving.portId() : null });
+
+  // The mount table, for the main thread's unmount watch: /proc/self/mountinfo
+  // polls POLLPRI (and POLLERR) once after each change to it. Watched here, in
+  // the poll(2) this loop makes anyway, rather than read by a timer.
+  const mountinfo = openSync('/proc/self/mountinfo', 'r');
 
   // struct pollfd { int fd; short events; short revents; }: slot 0 is a source
   // that is waited for in poll(2) (none: the netlink source waits in its own
-  // recvfrom), slot i+1 is targets[i]'s pidfd.
-  const receiving = source instanceof NetlinkSource ? source : null;
+  // recvfrom), slot 1 the mount table, slot i+2 is targets[i]'s pidfd.
+  const FIRST_PIDFD = 2;
   let pfds = Buffer.alloc(8 * 16);
   let watched: Target[] = [];
   let nextTick = Date.now() + source.intervalMs; // the baseline was just taken
   try {
     while (Atomics.load(control, Control.stop) === 0) {
-      if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
-      if (pollSetDirty) {
-        watched = fanOut.targets.slice();
-        if (pfds.length < 8 * (watched.length + 1)) pfds = Buffer.alloc(8 * (watched.length + 16));
-        pfds.writeInt32LE(receiving ? -1 : (source.fd ?? -1), 0); // poll(2) skips a negative fd
-        pfds.writeInt16LE(POLLIN, 4);
-        watched.forEach((t, i) => {
-          pfds.writeInt32LE(t.pidfd, 8 * (i + 1));
-          pfds.writeInt16LE(POLLIN, 8 * (i + 1) + 4);
-        });
-        pollSetDirty = false;
-      }
       if (receiving) {
         // Relay for up to RECEIVE_BUDGET_MS (or one receive timeout when quiet),
         // then come round: exits, stop requests, the periodic checks.
         receiving.receive(sink, RECEIVE_BUDGET_MS);
       }
+      // Registrations made while it waited are watched from this poll on.
+      if (Atomics.load(control, Control.registryGeneration) !== seenGeneration) syncRegistry();
+      if (pollSetDirty) {
+        watched = fanOut.targets.slice();
+        if (pfds.length < 8 * (watched.length + FIRST_PIDFD)) pfds = Buffer.alloc(8 * (watched.length + 16));
+        pfds.writeInt32LE(receiving ? -1 : (source.fd ?? -1), 0); // poll(2) skips a negative fd
+        pfds.writeInt16LE(POLLIN, 4);
+        pfds.writeInt32LE(mountinfo, 8);
+        pfds.writeInt16LE(POLLPRI, 12);
+        watched.forEach((t, i) => {
+          pfds.writeInt32LE(t.pidfd, 8 * (i + FIRST_PIDFD));
+          pfds.writeInt16LE(POLLIN, 8 * (i + FIRST_PIDFD) + 4);
+        });
+        pollSetDirty = false;
+      }
       const timeout = receiving ? 0 : source.fd !== null ? IDLE_WAKE_MS : Math.max(0, Math.min(IDLE_WAKE_MS, nextTick - Date.now()));
-      if (!receiving || watched.length > 0) {
-        const ready = poll(pfds, watched.length + 1, timeout);
-        if (ready > 0) {
-          for (let i = 0; i < watched.length; i++) {
-            if ((pfds.readInt16LE(8 * (i + 1) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
-          }
+      if (poll(pfds, watched.length + FIRST_PIDFD, timeout) > 0) {
+        if ((pfds.readInt16LE(14) & (POLLPRI | POLLERR)) !== 0) post({ t: 'mounts' });
+        for (let i = 0; i < watched.length; i++) {
+          if ((pfds.readInt16LE(8 * (i + FIRST_PIDFD) + 6) & (POLLIN | POLLHUP | POLLERR)) !== 0) drop(watched[i]!.id, 'exit');
         }
       }
       const now = Date.now();
@@ -193,6 +201,7 @@ async function run(): Promise<void> {
       }
     }
   } finally {
+    close(mountinfo);
     source.close();
     for (const t of fanOut.targets) close(t.pidfd);
   }

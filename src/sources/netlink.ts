@@ -5,6 +5,7 @@ import {
   decodeMessages,
   readLoneFork,
   NLMSG_HDRLEN,
+  NLMSG_NOOP,
   encodeSockaddrNl,
   encodeSubscribe,
   CN_IDX_PROC,
@@ -14,9 +15,9 @@ import {
   SOCKADDR_NL_LEN,
 } from '../kernel/cn-proc.js';
 import {
-  AF_NETLINK, bind, close, Errno, getsockoptInto, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
+  AF_NETLINK, bind, close, Errno, getsockname, getsockoptInto, MSG_DONTWAIT, NETLINK_CONNECTOR, poll, POLLIN, recvFrom, send,
   setsockoptInt, setsockoptTimeval, SO_RCVTIMEO, SK_MEMINFO_DROPS, socket, SOCK_CLOEXEC, SOCK_DGRAM, SO_MEMINFO, SO_RCVBUF, SO_RCVBUFFORCE, SOL_SOCKET,
-  SyscallError,
+  sendTo, SyscallError,
 } from '../kernel/syscalls.js';
 import type { ForkSink, ForkSource } from './source.js';
 
@@ -33,8 +34,15 @@ const ACK_TIMEOUT_MS = 1000;
  * while a storm keeps the socket readable.
  */
 export const DRAIN_BATCH = 256;
-/** How long one blocking receive waits: how soon a quiet loop comes round to its checks. */
-export const RECV_TIMEOUT_MS = 100;
+/**
+ * How long one blocking receive waits: how soon a quiet loop comes round to
+ * its checks (exited registrants, mount changes). Each round wakes the thread,
+ * which costs a Node thread ~100 µs, so a quiet daemon should wake rarely;
+ * a stop request does not wait for it (wakeReceiver), and `processes` never
+ * lists an exited registrant whatever the loop's pace (the registry checks
+ * their pidfds when it is read).
+ */
+export const RECV_TIMEOUT_MS = 1000;
 const OVERRUN_WHY = 'netlink receive buffer overrun (ENOBUFS)';
 
 export class NetlinkUnavailable extends Error {
@@ -153,7 +161,9 @@ export class NetlinkSource implements ForkSource {
         }
         throw new SyscallError('recvfrom', e);
       }
-      if (addr.readUInt32LE(4) !== 0) continue; // only the kernel (port 0) speaks for the connector
+      // Only the kernel (port 0) speaks for the connector. A datagram from
+      // another port is wakeReceiver's: return, so the loop sees why.
+      if (addr.readUInt32LE(4) !== 0) break;
       const fork = this.fork;
       if (readLoneFork(buf, n, fork)) {
         if (fork[1] === fork[2] || this.opts.threads) sink.fork(fork[0]!, fork[1]!, fork[2]!);
@@ -205,6 +215,13 @@ export class NetlinkSource implements ForkSource {
     return this.meminfo.readUInt32LE(4 * SK_MEMINFO_DROPS);
   }
 
+  /** The socket's netlink port id, where wakeReceiver sends. */
+  portId(): number {
+    const a = Buffer.alloc(SOCKADDR_NL_LEN);
+    getsockname(this.fd, a);
+    return a.readUInt32LE(4);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -214,6 +231,33 @@ export class NetlinkSource implements ForkSource {
       // closing the socket unsubscribes as well
     }
     close(this.fd);
+  }
+}
+
+/**
+ * Ends a NetlinkSource's wait in recvfrom(2) from another thread: sends an
+ * empty netlink message (NLMSG_NOOP) to its port from a socket of our own.
+ * Sending to a port takes CAP_NET_ADMIN, which the source needed anyway.
+ * Returns false if it could not be sent (the loop then comes round within
+ * RECV_TIMEOUT_MS).
+ */
+export function wakeReceiver(portId: number): boolean {
+  let fd: number;
+  try {
+    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+  } catch {
+    return false;
+  }
+  try {
+    const noop = Buffer.alloc(NLMSG_HDRLEN);
+    noop.writeUInt32LE(NLMSG_HDRLEN, 0); // nlmsg_len
+    noop.writeUInt16LE(NLMSG_NOOP, 4); // nlmsg_type
+    sendTo(fd, noop, encodeSockaddrNl(0, portId));
+    return true;
+  } catch {
+    return false;
+  } finally {
+    close(fd);
   }
 }
 
