@@ -196,24 +196,27 @@ export function encodeSockaddrNl(groups: number, portId = 0): Buffer {
 
 /**
  * The hot path's shortcut, allocation-free: the kernel sends each event in a
- * datagram of its own, so most reads hold exactly one fork message. When
- * buf[0, n) is that, writes [parentTgid, childPid, childTgid] into `out` and
- * returns true; for anything else returns false, and the caller decodes with
- * decodeMessages (which gives the same fields for this case: see its tests).
+ * datagram of its own, so most reads hold exactly one fork message. When the
+ * first n bytes of `words` are that, writes [parentTgid, childPid, childTgid]
+ * into `out` and returns true; for anything else returns false, and the
+ * caller decodes with decodeMessages (which gives the same fields for this
+ * case: see its tests).
+ *
+ * `words` is an Int32Array over the receive buffer (4-aligned, as netlink
+ * aligns every message): one typed-array load per field, where Buffer's
+ * readUInt32LE validates its offset through a wrapper that allocates.
+ * Offsets below are byte offsets / 4 into the layouts above.
  */
-export function readLoneFork(buf: Buffer, n: number, out: Int32Array): boolean {
-  const forkEnd = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT_HDRLEN + FORK_DATA_LEN;
-  if (n < forkEnd || buf.readUInt32LE(0) !== n) return false; // one message, long enough
-  if (buf.readUInt16LE(4) !== NLMSG_DONE) return false;
-  const cn = NLMSG_HDRLEN;
-  if (buf.readUInt32LE(cn) !== CN_IDX_PROC || buf.readUInt32LE(cn + 4) !== CN_VAL_PROC) return false;
-  const dataLen = buf.readUInt16LE(cn + 16);
+export function readLoneFork(words: Int32Array, n: number, out: Int32Array): boolean {
+  if (n < LONE_FORK_LEN || words[0] !== n) return false; // nlmsg_len: one message, long enough
+  if ((words[1]! & 0xffff) !== NLMSG_DONE) return false; // nlmsg_type
+  if (words[4] !== CN_IDX_PROC || words[5] !== CN_VAL_PROC) return false; // cn_msg.id
+  const dataLen = words[8]! & 0xffff; // cn_msg.len
   if (dataLen < PROC_EVENT_HDRLEN + FORK_DATA_LEN || dataLen > n - NLMSG_HDRLEN - CN_MSG_HDRLEN) return false;
-  const ev = cn + CN_MSG_HDRLEN;
-  if (buf.readUInt32LE(ev) !== PROC_EVENT_FORK) return false;
-  const data = ev + PROC_EVENT_HDRLEN;
-  out[0] = buf.readInt32LE(data + 4); // parent_tgid
-  out[1] = buf.readInt32LE(data + 8); // child_pid
-  out[2] = buf.readInt32LE(data + 12); // child_tgid
+  if (words[9] !== PROC_EVENT_FORK) return false; // proc_event.what
+  out[0] = words[14]!; // fork.parent_tgid
+  out[1] = words[15]!; // fork.child_pid
+  out[2] = words[16]!; // fork.child_tgid
   return true;
 }
+const LONE_FORK_LEN = NLMSG_HDRLEN + CN_MSG_HDRLEN + PROC_EVENT_HDRLEN + FORK_DATA_LEN;

@@ -65,7 +65,9 @@ export interface FanOutEvents {
 
 export class FanOut {
   readonly targets: Target[] = [];
-  private readonly info = Buffer.alloc(SIGINFO_SIZE);
+  private readonly info = Buffer.from(new ArrayBuffer(SIGINFO_SIZE));
+  /** The same siginfo as 32-bit words: written per fork without Buffer's validating writers. */
+  private readonly infoWords = new Int32Array(this.info.buffer, 0, SIGINFO_SIZE >> 2);
   private readonly counters: Float64Array;
   private readonly control: Int32Array;
 
@@ -105,9 +107,10 @@ export class FanOut {
     const signo = Atomics.load(this.control, Control.signal);
     const sigBit = 1 << (signo - SIGRT_BASE);
     const info = this.info;
-    info.writeInt32LE(signo, OFF_SIGNO);
-    info.writeInt32LE(parentTgid, OFF_PID);
-    info.writeInt32LE(childPid, OFF_VALUE);
+    const w = this.infoWords;
+    w[OFF_SIGNO >> 2] = signo;
+    w[OFF_PID >> 2] = parentTgid;
+    w[OFF_VALUE >> 2] = childPid;
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
       if (t.unconfirmed >= t.cap) {

@@ -63,8 +63,12 @@ export type Subscription = { filter: 'fork-only' | 'none'; rcvbuf: 'forced' | 'd
 export class NetlinkSource implements ForkSource {
   readonly name = 'netlink' as const;
   readonly intervalMs = 0;
-  private readonly buf = Buffer.alloc(64 * 1024);
-  private readonly addr = Buffer.alloc(SOCKADDR_NL_LEN);
+  // The receive buffer and the sender's address, each with a typed-array view
+  // that the hot path reads instead of Buffer's validating read methods.
+  private readonly buf = Buffer.from(new ArrayBuffer(64 * 1024));
+  private readonly words = new Int32Array(this.buf.buffer, 0, this.buf.length >> 2);
+  private readonly addr = Buffer.from(new ArrayBuffer(SOCKADDR_NL_LEN));
+  private readonly addrWords = new Uint32Array(this.addr.buffer, 0, SOCKADDR_NL_LEN >> 2);
   private readonly addrLen = new Uint32Array(1);
   private readonly meminfo = Buffer.alloc(64);
   private readonly meminfoLen = new Uint32Array(1);
@@ -140,7 +144,8 @@ export class NetlinkSource implements ForkSource {
   }
 
   private read(sink: ForkSink, flags: number, until: number): void {
-    const { buf, addr, addrLen } = this;
+    const { buf, words, addr, addrLen, addrWords, fork } = this;
+    const threads = this.opts.threads;
     for (let i = 0; i < DRAIN_BATCH; i++) {
       const n = recvFrom(this.fd, buf, flags, addr, addrLen);
       if (n < 0) {
@@ -163,33 +168,37 @@ export class NetlinkSource implements ForkSource {
       }
       // Only the kernel (port 0) speaks for the connector. A datagram from
       // another port is wakeReceiver's: return, so the loop sees why.
-      if (addr.readUInt32LE(4) !== 0) break;
-      const fork = this.fork;
-      if (readLoneFork(buf, n, fork)) {
-        if (fork[1] === fork[2] || this.opts.threads) sink.fork(fork[0]!, fork[1]!, fork[2]!);
-        if (until !== 0 && Date.now() >= until) break;
-        continue;
+      if (addrWords[1] !== 0) break; // sockaddr_nl.nl_pid
+      if (readLoneFork(words, n, fork)) {
+        if (fork[1] === fork[2] || threads) sink.fork(fork[0]!, fork[1]!, fork[2]!);
+      } else {
+        this.decode(sink, n);
       }
-      for (const ev of decodeMessages(buf, n)) {
-        switch (ev.kind) {
-          case 'fork':
-            if (ev.childPid !== ev.childTgid && !this.opts.threads) break;
-            sink.fork(ev.parentTgid, ev.childPid, ev.childTgid);
-            break;
-          case 'overrun':
-            sink.lost(1, 'netlink overrun message');
-            break;
-          case 'truncated':
-          case 'error':
-            this.opts.onNotice?.(ev.kind, ev);
-            break;
-          default:
-            break; // acks (ours and other listeners'), events we did not ask for
-        }
-      }
+      // After the signals went out: the clock is off the fork's path.
       if (until !== 0 && Date.now() >= until) break;
     }
     this.reportDrops(sink, false);
+  }
+
+  /** Anything but a lone fork message: the full decoder. */
+  private decode(sink: ForkSink, n: number): void {
+    for (const ev of decodeMessages(this.buf, n)) {
+      switch (ev.kind) {
+        case 'fork':
+          if (ev.childPid !== ev.childTgid && !this.opts.threads) break;
+          sink.fork(ev.parentTgid, ev.childPid, ev.childTgid);
+          break;
+        case 'overrun':
+          sink.lost(1, 'netlink overrun message');
+          break;
+        case 'truncated':
+        case 'error':
+          this.opts.onNotice?.(ev.kind, ev);
+          break;
+        default:
+          break; // acks (ours and other listeners'), events we did not ask for
+      }
+    }
   }
 
   /**

@@ -163,11 +163,17 @@ describe('proc connector requests', () => {
 
 describe('the lone-fork shortcut', () => {
   const out = new Int32Array(3);
+  /** The bytes in a 4-aligned buffer of their own, as the receive buffer is. */
+  const words = (b: Buffer): Int32Array => {
+    const ab = new ArrayBuffer((b.length + 3) & ~3);
+    new Uint8Array(ab).set(b);
+    return new Int32Array(ab);
+  };
 
   it('reads a datagram of one fork message as the decoder does', () => {
     for (const [pp, pt, cp, ct] of [[100, 100, 200, 200], [7, 7, 301, 300], [1, 1, 2147483647, 2147483647]]) {
       const b = fork(pp!, pt!, cp!, ct!);
-      expect(readLoneFork(b, b.length, out)).toBe(true);
+      expect(readLoneFork(words(b), b.length, out)).toBe(true);
       const [ev] = decodeMessages(b);
       expect(ev).toEqual({ kind: 'fork', parentPid: pp, parentTgid: out[0], childPid: out[1], childTgid: out[2] });
     }
@@ -181,8 +187,9 @@ describe('the lone-fork shortcut', () => {
     const short = fork(1, 1, 2, 2).subarray(0, 60);
     const lying = fork(1, 1, 2, 2);
     lying.writeUInt16LE(500, 16 + 16); // cn_msg.len claims more than there is
-    for (const b of [two, ack, foreign, exit, short, lying, Buffer.alloc(0)]) {
-      expect(readLoneFork(b, b.length, out)).toBe(false);
+    const notDone = nlmsg(NLMSG_ERROR, cnMsg(procEvent(PROC_EVENT_FORK, [1, 1, 2, 2]))); // not NLMSG_DONE
+    for (const b of [two, ack, foreign, exit, short, lying, notDone, Buffer.alloc(0)]) {
+      expect(readLoneFork(words(b), b.length, out)).toBe(false);
     }
   });
 });
