@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { matchLatencies, median, parseKv, parseReceiverLog, parseStormLog, quantile, topFunctions } from './lib/analyze.mjs';
 import { BENCH_DIR, buildHelpers, findForkstat } from './lib/build.mjs';
-import { CLK_TCK, connectorQueue, cpuTicks, hostForks, memory, runCmd, sleep, spawnLines, stopChild, threadTicks, waitDrained, waitQuiet } from './lib/procs.mjs';
-import { forkstat, none, reference, relayfork, SIGNO } from './lib/systems.mjs';
+import { CLK_TCK, connectorQueue, cpuNs, cpuTicks, hostForks, memory, runCmd, sleep, spawnLines, stopChild, threadTicks, waitDrained, waitQuiet } from './lib/procs.mjs';
+import { forkstat, nodeMin, none, reference, relayfork, SIGNO } from './lib/systems.mjs';
 
 // ---------------------------------------------------------------------------------
 // options
@@ -33,6 +33,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     skip: { type: 'string' },
     'no-forkstat': { type: 'boolean', default: false },
+    'node-min': { type: 'boolean', default: false },
+    settle: { type: 'string' },
     keep: { type: 'boolean', default: false },
     json: { type: 'string' },
     md: { type: 'string' },
@@ -54,6 +56,11 @@ if (opt.help) {
   --paced-workers N    storm workers for paced runs (default 4)
   --long-stop S        also SIGSTOP the forwarder S s, to overflow its buffer (default 3; 0: skip)
   --only G,G / --skip G,G   groups: ${GROUPS.join(', ')}
+  --settle S           seconds a forwarder idles after its warm-up before a CPU or latency
+                       figure is taken (default 10; --quick 2): past start-up (V8's memory reducer
+                       runs a full GC ~8 s after a fresh Node process's last one)
+  --node-min           also run scripts/bench/node-min.mjs, a minimal Node forwarder, in the
+                       max and latency groups: what Node itself costs on this path
   --no-forkstat        skip forkstat (never installs it)
   --keep               keep every run's logs under scripts/bench/out/
   --json FILE          also write every run's raw figures to FILE
@@ -77,6 +84,7 @@ const cfg = {
   stopAtS: 1.0,
   stopForS: 0.5,
   longStopS: num(opt['long-stop'], 3),
+  settleS: num(opt.settle, quick ? 2 : 10),
 };
 const only = opt.only ? new Set(opt.only.split(',')) : new Set(GROUPS);
 for (const g of (opt.skip ?? '').split(',').filter(Boolean)) only.delete(g);
@@ -180,9 +188,11 @@ async function oneRun(sys, c) {
     // Warm up (JIT, first reads, page faults) with a short storm, for every system
     // alike, then let it settle: the figures are the steady state of a long-running forwarder.
     if (c.warmup !== false) await storm({ workers: 1, secs: WARMUP_S }).exited;
-    await sleep(300);
+    // A steady state: CPU and latency figures wait out a fresh process's start-up.
+    await sleep(c.settle ? cfg.settleS * 1000 : 300);
     const mem0 = fwd.pid ? await memory(fwd.pid) : null;
     const c0 = fwd.pid ? await cpuTicks(fwd.pid) : null;
+    const n0 = fwd.pid ? await cpuNs(fwd.pid) : null;
     const h0 = await hostForks();
     const q0 = fwd.pid ? await connectorQueue(fwd.pid) : null;
     const th0 = fwd.pid ? await threadTicks(fwd.pid) : [];
@@ -203,6 +213,7 @@ async function oneRun(sys, c) {
     else if (fwd.pid) drain = await waitDrained(fwd.pid, DRAIN_MAX_MS);
     const attached = detach ? await detach() : undefined;
     const c1 = fwd.pid ? await cpuTicks(fwd.pid) : null;
+    const n1 = fwd.pid ? await cpuNs(fwd.pid) : null;
     const h1 = await hostForks();
     const q1 = fwd.pid ? await connectorQueue(fwd.pid) : null;
     const th1 = fwd.pid ? await threadTicks(fwd.pid) : [];
@@ -226,10 +237,11 @@ async function oneRun(sys, c) {
       stormShare: st.forks / (h1 - h0),
       foreignBefore,
       kernelDrops: q0 && q1 ? q1.drops - q0.drops : NaN,
-      cpuUs: fwd.pid ? ((ticks(c1) - ticks(c0)) * 1e6) / CLK_TCK / (h1 - h0) : NaN,
+      // Exact run time (schedstat) when the kernel keeps it; 10 ms ticks otherwise.
+      cpuUs: n0 !== null && n1 !== null ? (n1 - n0) / 1e3 / (h1 - h0) : fwd.pid ? ((ticks(c1) - ticks(c0)) * 1e6) / CLK_TCK / (h1 - h0) : NaN,
       userUs: fwd.pid ? ((c1.utime - c0.utime) * 1e6) / CLK_TCK / (h1 - h0) : NaN,
       sysUs: fwd.pid ? ((c1.stime - c0.stime) * 1e6) / CLK_TCK / (h1 - h0) : NaN,
-      cpuUsPerStormFork: fwd.pid ? ((ticks(c1) - ticks(c0)) * 1e6) / CLK_TCK / st.forks : NaN,
+      cpuUsPerStormFork: n0 !== null && n1 !== null ? (n1 - n0) / 1e3 / st.forks : fwd.pid ? ((ticks(c1) - ticks(c0)) * 1e6) / CLK_TCK / st.forks : NaN,
       rssStartMb: mem0 ? mem0.rssKb / 1024 : NaN,
       rssEndMb: mem1 ? mem1.rssKb / 1024 : NaN,
       threads: threadDelta(fwd.pid, th0, th1),
@@ -331,8 +343,8 @@ async function alternate(label, systems, c, record) {
 async function groupMax(systems) {
   say(`max: ${cfg.maxWorkers} workers unpaced, ${cfg.secs} s, 1 registrant (forkstat and none: no registrant)`);
   await alternate('max', systems, (sys) => ({
-    registrants: sys.name === 'relayfork' || sys.name === 'reference' ? 1 : 0,
-    logged: true, workers: cfg.maxWorkers, secs: cfg.secs,
+    registrants: sys.name === 'forkstat' || sys.name === 'none' ? 0 : 1,
+    logged: true, workers: cfg.maxWorkers, secs: cfg.secs, settle: sys.name !== 'none',
   }), (name, r) => {
     put('max.rate', name, r.rate);
     put('max.cpu', name, r.cpuUs);
@@ -351,7 +363,7 @@ async function groupMax(systems) {
 
 async function groupMax10(systems) {
   say(`max10: ${cfg.maxWorkers} workers unpaced, ${cfg.secs} s, 10 registrants`);
-  await alternate('max10', systems, { registrants: 10, logged: true, workers: cfg.maxWorkers, secs: cfg.secs, latencyOf: 'firstLast' }, (name, r) => {
+  await alternate('max10', systems, { registrants: 10, logged: true, workers: cfg.maxWorkers, secs: cfg.secs, latencyOf: 'firstLast', settle: true }, (name, r) => {
     put('max10.rate', name, r.rate);
     put('max10.delivery', name, r.delivery);
     put('max10.worst', name, r.worst);
@@ -364,7 +376,7 @@ async function groupMax10(systems) {
 async function groupLatency(systems) {
   for (const rate of cfg.rates) {
     say(`latency: paced to ${rate} forks/s over ${cfg.pacedWorkers} workers, ${cfg.secs} s, 1 registrant`);
-    await alternate(`lat${rate}`, systems, { registrants: 1, logged: true, workers: cfg.pacedWorkers, rate, secs: cfg.secs }, (name, r) => {
+    await alternate(`lat${rate}`, systems, { registrants: 1, logged: true, workers: cfg.pacedWorkers, rate, secs: cfg.secs, settle: true }, (name, r) => {
       put(`lat${rate}.rate`, name, r.rate);
       put(`lat${rate}.p50`, name, r.p50);
       put(`lat${rate}.p99`, name, r.p99);
@@ -381,7 +393,7 @@ async function groupFanout(systems) {
   const fanSecs = Math.min(cfg.secs, 2);
   for (const k of [1, n]) {
     say(`fanout: paced to ${cfg.fanoutRate} forks/s over ${cfg.pacedWorkers} workers, ${fanSecs} s, ${k} registrant(s)`);
-    await alternate(`fan${k}`, systems, { registrants: k, logged: true, workers: cfg.pacedWorkers, rate: cfg.fanoutRate, secs: fanSecs, latencyOf: 'firstLast' }, (name, r) => {
+    await alternate(`fan${k}`, systems, { registrants: k, logged: true, workers: cfg.pacedWorkers, rate: cfg.fanoutRate, secs: fanSecs, latencyOf: 'firstLast', settle: true }, (name, r) => {
       put(`fan${k}.rate`, name, r.rate);
       put(`fan${k}.delivery`, name, r.delivery);
       put(`fan${k}.worst`, name, r.worst);
@@ -567,6 +579,10 @@ function table() {
     const b = med(key, 'reference');
     const n = Math.max(results[key]?.relayfork?.length ?? 0, results[key]?.reference?.length ?? 0);
     if (!results[key]) return;
+    if (results[key]['node-min']) {
+      const m = med(key, 'node-min');
+      note = [note, `node-min ${fmt(m, d)}${unit} (${fmt(ratio(m, b), 2)}× the reference)`].filter(Boolean).join('; ');
+    }
     rows.push([figure, `${fmt(a, d)}${unit}`, `${fmt(b, d)}${unit}`, fmt(ratio(a, b), 2), `${n}`, note]);
   };
   row('storm rate at max (2 workers unpaced), forks/s', 'max.rate', 0, `no forwarder: ${fmt(med('max.rate', 'none'), 0)}; forkstat: ${fmt(med('max.rate', 'forkstat'), 0)}`);
@@ -685,7 +701,8 @@ async function main() {
   const m = await machine();
   const ref = reference(bins.reference);
   const pairSystems = [relayfork, ref];
-  const maxSystems = [relayfork, ref, ...(fs.path ? [forkstat(fs.path)] : []), none];
+  const nodePeer = opt['node-min'] ? [nodeMin] : [];
+  const maxSystems = [relayfork, ref, ...nodePeer, ...(fs.path ? [forkstat(fs.path)] : []), none];
 
   const method = `relayfork benchmark — method
   Machine: ${m.nproc} CPUs, ${m.cpu}, Linux ${m.kernel}, Node ${m.node}, load average at start ${m.load}.
@@ -694,13 +711,17 @@ async function main() {
   Each figure is run for A and B in alternation (A B A B ..., ${cfg.pairs} pair(s)); the table shows medians and
   the ratio A/B. Every run starts a fresh forwarder and fresh receivers (C, signalfd, signal ${SIGNO},
   ${receiverIds.uid !== undefined ? `uid ${receiverIds.uid}, so their signal queue is not root's` : 'as root'}),
-  warms the forwarder up with a ${WARMUP_S} s storm (JIT, first faults), then measures its steady state.
+  warms the forwarder up with a ${WARMUP_S} s storm (JIT, first faults) and, for CPU and latency figures, lets it
+  idle ${cfg.settleS} s (past a fresh Node process's start-up: V8's memory reducer runs a full GC ~8 s after its last
+  one), then measures its steady state.${nodePeer.length ? `
+  node-min = scripts/bench/node-min.mjs, the reference's loop in plain Node (koffi, main thread), in the max and
+  latency groups: what Node itself costs on this path; its figures are in the notes.` : ''}
   Storm (C): N workers each fork(); child _exit(0); parent waitpid — unpaced ("max", ${cfg.maxWorkers} workers) or
   paced to a total rate (${cfg.pacedWorkers} workers), ${cfg.secs} s per run; it logs child_pid t_before_fork and the
   receivers log si_pid si_value t_at_read (CLOCK_MONOTONIC). Delivery counts only signals whose si_pid is a
   storm worker (the host's other forks are relayed too). Latency matches each read to the latest fork of
-  that child PID before it. CPU = utime+stime of the forwarder process (all threads, /proc/PID/stat,
-  ${CLK_TCK} Hz ticks) from just before the storm until it has drained its socket (≤ 16 KiB
+  that child PID before it. CPU = run time of the forwarder process (all threads, /proc/PID/task/*/schedstat,
+  in ns; the user/sys split from /proc/PID/stat's ${CLK_TCK} Hz ticks) from just before the storm until it has drained its socket (≤ 16 KiB
   queued, Rmem in /proc/net/netlink), divided by every fork event on the host in that window (/proc/stat
   processes: the storm's and other users', which a forwarder reads too). Each run waits up to
   ${QUIET_WAIT_MS / 1000} s (${quick ? 20 : 90} s in all) for the rest of the host to fork under ${QUIET_RATE}/s before it starts. forkstat: ${fs.path ? `${fs.path} -e fork, output to /dev/null, same storm, no registrant` : `not measured (${fs.why})`}.
@@ -712,7 +733,7 @@ async function main() {
   try {
     if (only.has('max')) await groupMax(maxSystems);
     if (only.has('max10')) await groupMax10(pairSystems);
-    if (only.has('latency')) await groupLatency(pairSystems);
+    if (only.has('latency')) await groupLatency([...pairSystems, ...nodePeer]);
     if (only.has('fanout')) await groupFanout(pairSystems);
     if (only.has('sigstop')) await groupSigstop(pairSystems);
     if (only.has('rss')) await groupRss();

@@ -98,6 +98,30 @@ export async function cpuTicks(pid) {
   }
 }
 
+/**
+ * CPU time of a process in nanoseconds: the sum over its threads of the
+ * scheduler's run time (/proc/PID/task/TID/schedstat, first field), exact
+ * where /proc/PID/stat counts 10 ms ticks. Threads that ended are not counted
+ * (the forwarders' threads live as long as they do). null when unreadable.
+ */
+export async function cpuNs(pid) {
+  let tids;
+  try {
+    tids = await readdir(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    try {
+      ns += Number((await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'latin1')).split(' ')[0]);
+    } catch {
+      // the thread ended
+    }
+  }
+  return ns;
+}
+
 /** Per-thread { tid, comm, utime, stime } of a process. */
 export async function threadTicks(pid) {
   const out = [];

@@ -134,3 +134,20 @@ export const none = {
     return { name: 'none', pid: null, async stop() { return {}; } };
   },
 };
+
+/** The minimal Node forwarder (node-min.mjs): what Node itself costs on this path. */
+export const nodeMin = {
+  name: 'node-min',
+  async start({ registrants = [] } = {}) {
+    const p = spawnLines(process.execPath, [path.join(REPO_ROOT, 'scripts', 'bench', 'node-min.mjs'), '-s', String(SIGNO), ...registrants.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await p.waitLine((l) => l.startsWith('ready'), 10_000);
+    return {
+      name: 'node-min',
+      pid: p.pid,
+      async stop() {
+        await stopChild(p, 'SIGTERM', 5000);
+        return { exit: p.exitInfo() };
+      },
+    };
+  },
+};
