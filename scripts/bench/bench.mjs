@@ -615,7 +615,8 @@ function table() {
     row(`forwarder SIGSTOPped ${forS} s in a max-rate storm${why}: delivery, %`, `${key}.delivery`, 2);
     row('… forks not delivered', `${key}.missing`, 0);
     row('… messages the kernel dropped on the forwarder\'s socket (/proc/net/netlink Drops)', `${key}.kernelDrops`, 0);
-    row('… loss events counted (daemon `forks lost` lines / reference ENOBUFS)', `${key}.lossEvents`, 0, 'one per ENOBUFS: the kernel does not say how many messages each overrun cost');
+    row('… loss events logged (daemon `forks lost` lines / reference ENOBUFS)', `${key}.lossEvents`, 0, 'one per overrun');
+    row('… forks counted as lost (daemon `lostTotal`, from the socket\'s drop counter / reference: ENOBUFS count)', `${key}.lostTotal`, 0, 'exact when it equals the kernel\'s drops above');
   }
   row('RSS after start, MB', 'rss.startRuns', 1);
   if (results['rss.start']) {

@@ -76,6 +76,19 @@ export class FanOut {
     this.control = state.control;
     this.info.writeInt32LE(SI_ASYNCIO, OFF_CODE);
     this.info.writeUInt32LE(0, OFF_UID); // sent on root's behalf
+    this.signo = Atomics.load(this.control, Control.signal);
+  }
+
+  /**
+   * The signal to send, read from shared memory when the main thread says it
+   * changed (with the registry's generation), not per fork: an Atomics.load
+   * is a builtin call that TurboFan does not inline here.
+   */
+  private signo: number;
+
+  /** Takes the signal the main thread set; called before any fork that starts after the change. */
+  syncSignal(): void {
+    this.signo = Atomics.load(this.control, Control.signal);
   }
 
   add(id: number, pid: number, pidfd: number): Target {
@@ -104,7 +117,7 @@ export class FanOut {
     counters[Counter.forksSeen]!++;
     const targets = this.targets;
     if (targets.length === 0) return;
-    const signo = Atomics.load(this.control, Control.signal);
+    const signo = this.signo;
     const sigBit = 1 << (signo - SIGRT_BASE);
     const info = this.info;
     const w = this.infoWords;

@@ -115,6 +115,8 @@ export class Relay implements RegistryListener {
   /** Applies from the next fork the worker reads. */
   set signal(signo: number) {
     Atomics.store(this.state.control, Control.signal, signo);
+    // The worker reads the signal when the generation moves (it checks that per fork).
+    Atomics.add(this.state.control, Control.registryGeneration, 1);
   }
 
   counters(): RelayCounters {

@@ -17,9 +17,12 @@ export const Counter = {
 const COUNTERS = 6;
 
 export const Control = {
-  /** Bumped after every registry message: the worker drains its port when it moves. */
+  /**
+   * Bumped after every registry message and signal change: the worker drains
+   * its port and re-reads the signal when it moves.
+   */
   registryGeneration: 0,
-  /** The signal to send, read for every fork. */
+  /** The signal to send (the worker takes it when registryGeneration moves). */
   signal: 1,
   /** Non-zero: the worker finishes its loop and exits. */
   stop: 2,

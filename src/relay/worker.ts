@@ -53,6 +53,7 @@ let pollSetDirty = true;
 
 function syncRegistry(): void {
   seenGeneration = Atomics.load(control, Control.registryGeneration);
+  fanOut.syncSignal();
   for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
     const msg = m.message as ToWorker;
     if (msg.t === 'add') {
