@@ -176,7 +176,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (unmount) fs.unmount();
     await relay.stop();
     registry.clear();
-    log.info({ mountpoint, ...relay.counters() }, 'unmounted');
+    // registrantsPruned as stats gives it: the registry's count (the worker's
+    // own can count an exit twice when a read of processes pruned it first).
+    log.info({ mountpoint, ...relay.counters(), registrantsPruned: registry.counters.pruned }, 'unmounted');
     resolveDone(code);
   };
 
